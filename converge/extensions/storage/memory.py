@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 from converge.core.store import Store
+from converge.extensions.storage._common import check_key
 
 
 class MemoryStore(Store):
@@ -22,23 +23,28 @@ class MemoryStore(Store):
         self._lock = threading.RLock()
 
     def put(self, key: str, value: Any) -> None:
+        check_key(key)
         with self._lock:
             self._data[key] = value
 
     def get(self, key: str) -> Any | None:
+        check_key(key)
         return self._data.get(key)
 
     def delete(self, key: str) -> None:
+        check_key(key)
         with self._lock:
             self._data.pop(key, None)
 
     def list(self, prefix: str = "") -> list[str]:
+        check_key(prefix, name="prefix")
         with self._lock:
             if not prefix:
                 return list(self._data)
             return [k for k in self._data if k.startswith(prefix)]
 
     def put_if_absent(self, key: str, value: Any) -> bool:
+        check_key(key)
         with self._lock:
             if key in self._data:
                 return False
@@ -46,6 +52,7 @@ class MemoryStore(Store):
             return True
 
     def compare_and_set(self, key: str, expected: Any, value: Any) -> bool:
+        check_key(key)
         with self._lock:
             if self._data.get(key) != expected:
                 return False
