@@ -1,0 +1,654 @@
+"""``AgentRuntime``: one engine, ``step()``, and a loop over it.
+
+``await runtime.step()`` runs exactly one iteration — drain an inbox batch,
+list visible tasks, decide, execute — and returns a frozen
+:class:`~converge.runtime.records.StepRecord`. ``start()`` runs the transport
+listener plus ``while running: wait_for_work(); step()``; with ``manual=True``
+(or :meth:`AgentRuntime.pause`) the listener keeps filling the inbox but only
+explicit ``step()`` calls decide.
+
+Improvements over the reference (its section 13): an exception in ``decide``,
+a hook or a handler is recorded on the step, logged, counted and passed to the
+``on_error`` hooks — the runtime keeps serving and ``stop()`` never re-raises
+it; a full batch schedules the next step at once (no one-second cliff);
+``max_tool_loop_iterations=0`` still calls ``decide`` once; tools in the ReAct
+loop go through the executor (allowlist, timeout and metrics apply); outgoing
+messages are signed by default (``sign_outgoing``); ``stop()`` before
+``start()`` does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from converge.core.decisions import CreatePool, InvokeTool, JoinPool, LeavePool, SendMessage
+from converge.core.message import Message
+from converge.network.network import AgentNetwork, build_descriptor
+from converge.observability.tracing import trace
+from converge.runtime._tasks import TaskView
+from converge.runtime.executor import StandardExecutor
+from converge.runtime.hooks import PHASES, HookContext
+from converge.runtime.inbox import Inbox
+from converge.runtime.records import DROPPED, DecisionOutcome, StepRecord, describe_error
+from converge.runtime.scheduler import Scheduler
+
+logger = logging.getLogger("converge.runtime")
+
+_POOL_DECISIONS = (JoinPool, LeavePool, CreatePool)
+
+
+class AgentRuntime:
+    """Runs one agent: a transport listener, an inbox, and the decide/execute step loop.
+
+    Positional parameters follow the reference order. Keyword-only additions:
+    ``manual`` (start with the step loop paused), ``batch_size`` (messages per
+    step, default 10), ``sign_outgoing`` (sign unsigned outgoing messages with
+    the agent's identity, default True), ``history_size`` (StepRecords kept in
+    :attr:`history`), ``clock`` (monotonic clock for intervals).
+
+    Store calls of the task/pool managers run on the loop; keep them short
+    (memory, SQLite in WAL mode, Redis) — they are single key operations.
+    """
+
+    def __init__(
+        self,
+        agent: Any,
+        transport: Any,
+        pool_manager: Any = None,
+        task_manager: Any = None,
+        metrics_collector: Any = None,
+        discovery_service: Any = None,
+        agent_descriptor: Any = None,
+        identity_registry: Any = None,
+        replay_log: Any = None,
+        tool_registry: Any = None,
+        checkpoint_store: Any = None,
+        checkpoint_interval_sec: float = 60.0,
+        inbox: Any = None,
+        inbox_kwargs: dict[str, Any] | None = None,
+        scheduler: Any = None,
+        executor_factory: Callable[..., Any] | None = None,
+        executor_kwargs: dict[str, Any] | None = None,
+        health_check: Callable[[], bool] | None = None,
+        ready_check: Callable[[], bool] | None = None,
+        receive_timeout_sec: float | None = 30.0,
+        claim_ttl_interval_sec: float | None = None,
+        task_poll_interval_sec: float | None = None,
+        max_tool_loop_iterations: int = 5,
+        scheduler_timeout_sec: float = 1.0,
+        task_refresh_interval_sec: float | None = 0.5,
+        pool_cache_ttl_sec: float | None = 1.0,
+        *,
+        network: Any = None,
+        ops_server: Any = None,
+        runtime_hooks: list[Any] | None = None,
+        allow_network_transport_mismatch: bool = False,
+        manual: bool = False,
+        batch_size: int = 10,
+        sign_outgoing: bool = True,
+        history_size: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if network is not None and not allow_network_transport_mismatch and network.transport is not transport:
+            raise ValueError("Injected network transport does not match runtime transport")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.agent = agent
+        self.transport = transport
+        self.pool_manager = pool_manager
+        self.task_manager = task_manager
+        self.metrics_collector = metrics_collector
+        self.discovery_service = discovery_service
+        self.agent_descriptor = agent_descriptor
+        self.identity_registry = identity_registry
+        self.replay_log = replay_log
+        self.tool_registry = tool_registry
+        self.checkpoint_store = checkpoint_store
+        self.checkpoint_interval_sec = checkpoint_interval_sec
+        self.inbox = inbox if inbox is not None else Inbox(**(inbox_kwargs or {}))
+        self.scheduler = scheduler if scheduler is not None else Scheduler()
+        self.executor_factory = executor_factory
+        self.executor_kwargs = dict(executor_kwargs or {})
+        self.health_check = health_check
+        self.ready_check = ready_check
+        self.receive_timeout_sec = receive_timeout_sec
+        self.claim_ttl_interval_sec = claim_ttl_interval_sec
+        self.task_poll_interval_sec = task_poll_interval_sec
+        self.max_tool_loop_iterations = max_tool_loop_iterations
+        self.scheduler_timeout_sec = scheduler_timeout_sec
+        self.task_refresh_interval_sec = task_refresh_interval_sec
+        self.pool_cache_ttl_sec = pool_cache_ttl_sec
+        self.network = network
+        self.ops_server = ops_server
+        self.runtime_hooks: list[Any] = list(runtime_hooks or [])
+        self.allow_network_transport_mismatch = allow_network_transport_mismatch
+        self.batch_size = batch_size
+        self.sign_outgoing = sign_outgoing
+        self.clock = clock
+        self.running = False
+        self.executor: Any = None
+        self.step_count = 0
+        self.history: deque[StepRecord] = deque(maxlen=history_size)
+        self.recent_errors: deque[tuple[float, str, str]] = deque(maxlen=50)
+        self.coordination_metrics = self._wire_coordination_metrics()
+        self._tasks_view = TaskView(self)
+        self._manual = manual
+        self._auto = asyncio.Event()
+        if not manual:
+            self._auto.set()
+        self._step_lock = asyncio.Lock()
+        self._listener_task: asyncio.Task[None] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._step_task: asyncio.Task[Any] | None = None
+        self._started = False
+        self._last_checkpoint = 0.0
+        self._last_release = 0.0
+        self._hooks: dict[str, list[Callable[..., Any]]] = {}
+        self._rebuild_hooks()
+        self._decide = _decide_caller(agent)
+        self._drain_usage = getattr(agent, "drain_usage", None)
+        if hasattr(self.inbox, "add_drop_listener"):
+            self.inbox.add_drop_listener(self._on_inbox_drop)
+
+    # ------------------------------------------------------------------ wiring
+    def _wire_coordination_metrics(self) -> Any:
+        if self.metrics_collector is None:
+            return None
+        from converge.observability.coordination_metrics import CoordinationMetrics
+
+        cm = CoordinationMetrics(self.metrics_collector)
+        for manager in (self.pool_manager, self.task_manager):
+            if manager is not None and getattr(manager, "coordination_metrics", None) is None:
+                manager.coordination_metrics = cm
+        return cm
+
+    def add_hook(self, hook: Any) -> None:
+        """Attach a runtime hook (takes effect from the next phase)."""
+        self.runtime_hooks.append(hook)
+        self._rebuild_hooks()
+
+    def remove_hook(self, hook: Any) -> None:
+        if hook in self.runtime_hooks:
+            self.runtime_hooks.remove(hook)
+            self._rebuild_hooks()
+
+    def _rebuild_hooks(self) -> None:
+        names = (*PHASES, "on_fallback_pre_send", "on_unverified_drop")
+        self._hooks = {
+            name: [fn for h in self.runtime_hooks if callable(fn := getattr(h, name, None))] for name in names
+        }
+
+    @property
+    def agent_id(self) -> str:
+        return self.agent.id
+
+    @property
+    def fallback_mode(self) -> bool:
+        """True when the runtime lacks a task or pool manager (reference "fallback" execution)."""
+        return self.task_manager is None or self.pool_manager is None
+
+    def _build_executor(self, network: Any) -> Any:
+        common = {
+            "metrics_collector": self.metrics_collector,
+            "replay_log": self.replay_log,
+            "tool_registry": self.tool_registry,
+            "coordination_metrics": self.coordination_metrics,
+        }
+        if self.executor_factory is not None:
+            return self.executor_factory(self.agent.id, network, self.task_manager, self.pool_manager, **common)
+        return StandardExecutor(self.agent.id, network, self.task_manager, self.pool_manager, **common, **self.executor_kwargs)
+
+    # ---------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> AgentRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    async def start(self, *, manual: bool | None = None) -> None:
+        """Start the transport, the listener and the step loop (idempotent).
+
+        Args:
+            manual: if given, start with the loop paused (True) or running (False).
+        """
+        if self.running:
+            return
+        if manual is not None:
+            self.pause() if manual else self.resume()
+        self.running = True
+        self._started = True
+        if hasattr(self.agent, "on_start"):
+            self.agent.on_start()
+        await self.transport.start()
+        if self.metrics_collector is not None and getattr(self.transport, "metrics_collector", "absent") is None:
+            self.transport.metrics_collector = self.metrics_collector
+        if self.ops_server is not None:
+            await _maybe_async(getattr(self.ops_server, "astart", None) or self.ops_server.start)
+        if self.discovery_service is not None:
+            self.discovery_service.register(self.agent_descriptor or build_descriptor(self.agent))
+        if self.network is None:
+            self.network = AgentNetwork(self.transport)
+        self.executor = self._build_executor(self.network)
+        self._listener_task = asyncio.create_task(self._listen(), name=f"converge-listen-{self.agent.id[:8]}")
+        self._loop_task = asyncio.create_task(self._run_loop(), name=f"converge-loop-{self.agent.id[:8]}")
+        if self.task_poll_interval_sec is not None and self.task_manager is not None:
+            self._poll_task = asyncio.create_task(self._task_poll(), name=f"converge-poll-{self.agent.id[:8]}")
+
+    async def stop(self) -> None:
+        """Stop everything this runtime started. Idempotent; a no-op before ``start()``.
+
+        A phase held by a hook (e.g. a lab breakpoint) is cancelled. Errors of
+        the loop were already recorded on their steps and are not re-raised.
+        """
+        if not self._started:
+            return
+        self._started = False
+        self.running = False
+        self.scheduler.notify()
+        self._auto.set()
+        tasks = [t for t in (self._listener_task, self._loop_task, self._poll_task, self._step_task) if t is not None]
+        current = asyncio.current_task()
+        for t in tasks:
+            if t is not current:
+                t.cancel()
+        for t in tasks:
+            if t is not current:
+                try:
+                    await t
+                except asyncio.CancelledError:
+                    if current is not None and current.cancelling():
+                        raise
+                except Exception as exc:  # already logged where it happened; keep stopping
+                    logger.error("agent %s: background task %s ended with %s", self.agent.id[:12], t.get_name(), exc)
+        self._listener_task = self._loop_task = self._poll_task = self._step_task = None
+        await self.transport.stop()
+        if self.ops_server is not None:
+            await _maybe_async(getattr(self.ops_server, "astop", None) or self.ops_server.stop)
+        if self.discovery_service is not None:
+            self.discovery_service.unregister(self.agent.id)
+        if hasattr(self.agent, "on_stop"):
+            self.agent.on_stop()
+
+    aclose = stop
+
+    def is_healthy(self) -> bool:
+        if self.health_check is not None:
+            return bool(self.health_check())
+        loop = self._loop_task
+        return not (loop is not None and loop.done())
+
+    def is_ready(self) -> bool:
+        if self.ready_check is not None:
+            return bool(self.ready_check())
+        return self.running
+
+    # ------------------------------------------------------------ manual mode
+    @property
+    def manual(self) -> bool:
+        """True when the step loop is paused and only explicit ``step()`` calls decide."""
+        return self._manual
+
+    def pause(self) -> None:
+        """Stop automatic stepping after the current step; the listener keeps receiving."""
+        self._manual = True
+        self._auto.clear()
+
+    def resume(self) -> None:
+        """Resume automatic stepping."""
+        self._manual = False
+        self._auto.set()
+        self.scheduler.notify()
+
+    # ---------------------------------------------------------------- listener
+    async def _listen(self) -> None:
+        transport, registry, timeout = self.transport, self.identity_registry, self.receive_timeout_sec
+        while self.running:
+            try:
+                if registry is not None:
+                    msg = await transport.receive_verified(registry, timeout=timeout)
+                else:
+                    msg = await transport.receive(timeout=timeout)
+            except TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a broken transport: record, back off briefly, keep listening
+                self._record_error("receive", exc)
+                await asyncio.sleep(0.05)
+                continue
+            if msg is None:
+                self._count("messages_rejected_total", labels={"reason": "unverified"})
+                for fn in self._hooks["on_unverified_drop"]:
+                    await self._call_hook(fn, "on_unverified_drop", {"agent_id": self.agent.id})
+                continue
+            await self.deliver(msg)
+
+    async def deliver(self, message: Message) -> bool:
+        """Accept ``message`` as if the transport had received it (counts, replay, hooks, inbox).
+
+        Returns False when the inbox dropped it.
+        """
+        mc = self.metrics_collector
+        if mc is not None:
+            mc.inc("messages_received")
+        if self.replay_log is not None:
+            self.replay_log.record_inbound(message, agent_id=self.agent.id, transport=type(self.transport).__name__)
+        if self._hooks["on_message_received"]:
+            ctx = HookContext(self, self.agent.id, self.step_count, "on_message_received", message=message)
+            for fn in self._hooks["on_message_received"]:
+                await self._call_hook(fn, "on_message_received", ctx)
+        accepted = await self.inbox.push(message)
+        self.scheduler.notify()
+        return accepted is not False
+
+    def _on_inbox_drop(self, message: Any) -> None:
+        self._count("inbox_dropped_total")
+
+    # --------------------------------------------------------------- step loop
+    async def _run_loop(self) -> None:
+        scheduler, auto = self.scheduler, self._auto
+        while self.running:
+            if not auto.is_set():
+                await auto.wait()
+                continue
+            await scheduler.wait_for_work(timeout=self.scheduler_timeout_sec)
+            if not self.running or not auto.is_set():
+                continue
+            await self.step()
+
+    async def step(self) -> StepRecord:
+        """Run exactly one iteration to completion and return its record.
+
+        Safe to call while the loop runs (iterations are serialised) and in
+        manual mode. Never raises for agent, hook or handler errors — they are
+        on the record; cancellation propagates.
+        """
+        async with self._step_lock:
+            self._step_task = asyncio.current_task()
+            try:
+                record = await self._step_once()
+            finally:
+                self._step_task = None
+        self.history.append(record)
+        for fn in self._hooks["on_step"]:
+            await self._call_hook(fn, "on_step", record)
+        return record
+
+    async def _step_once(self) -> StepRecord:
+        clock = time.perf_counter
+        t0 = clock()
+        self.step_count += 1
+        n = self.step_count
+        started = time.time()
+        messages = self.inbox.poll(self.batch_size)
+        if len(messages) >= self.batch_size:
+            self.scheduler.notify()  # more may be queued: no waiting for the next step
+        tasks = self._tasks_view.visible()
+        timings = {"poll": clock() - t0}
+        ctx = HookContext(self, self.agent.id, n, messages=messages, tasks=tasks)
+        if not messages and not tasks:
+            self._housekeeping()
+            timings["total"] = clock() - t0
+            return StepRecord(self.agent.id, n, started, timings=timings, idle=True)
+        if hasattr(self.agent, "on_tick"):
+            self.agent.on_tick(messages, tasks)
+        proposed: list[Any] = []
+        executed: list[Any] = []
+        outcomes: list[DecisionOutcome] = []
+        observations: list[dict[str, Any]] = []
+        usage: list[Any] = []
+        rounds = max(1, self.max_tool_loop_iterations)
+        error = phase = None
+        decide_time = exec_time = 0.0
+        for round_no in range(rounds):
+            ctx.tool_round = round_no
+            if not await self._run_phase("before_decide", ctx):
+                error, phase = describe_error(ctx.error), ctx.phase
+                break
+            td = clock()
+            try:
+                with trace("agent.decide"):
+                    decisions = await self._decide(messages, tasks, observations)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                decide_time += clock() - td
+                error, phase = describe_error(exc), "decide"
+                await self._fail(ctx, "decide", exc)
+                break
+            decide_time += clock() - td
+            if self._drain_usage is not None:
+                usage.extend(self._drain_usage() or ())
+            decisions = list(decisions or [])
+            proposed.extend(decisions)
+            ctx.decisions = decisions
+            if not await self._run_phase("after_decide", ctx) or not await self._run_phase("before_execute", ctx):
+                error, phase = describe_error(ctx.error), ctx.phase
+                break
+            final = ctx.decisions
+            outcomes.extend(_dropped(decisions, final))
+            final = self._prepare_outgoing(final)
+            te = clock()
+            with trace("executor.execute"):
+                results = await self._execute(final)
+            exec_time += clock() - te
+            executed.extend(final)
+            outcomes.extend(results)
+            ctx.outcomes = results
+            await self._run_phase("after_execute", ctx)
+            if any(isinstance(d, _POOL_DECISIONS) for d in final):
+                self._tasks_view.invalidate_pools()
+            tool_results = [o for o in results if isinstance(o.decision, InvokeTool)]
+            if not tool_results or self.tool_registry is None or round_no + 1 >= rounds:
+                break
+            observations = observations + [_observation(o) for o in tool_results]
+        self._housekeeping()
+        timings.update(decide=decide_time, execute=exec_time, total=clock() - t0)
+        self._account(timings["total"], usage, error)
+        return StepRecord(
+            agent_id=self.agent.id,
+            step=n,
+            started_at=started,
+            messages=tuple(messages),
+            tasks=tuple(tasks),
+            task_ids=tuple(getattr(t, "id", "") for t in tasks),
+            proposed=tuple(proposed),
+            decisions=tuple(executed),
+            outcomes=tuple(outcomes),
+            error=error,
+            error_phase=phase,
+            timings=timings,
+            usage=tuple(usage),
+            tool_rounds=ctx.tool_round + 1,
+        )
+
+    async def _execute(self, decisions: list[Any]) -> list[DecisionOutcome]:
+        if not decisions:
+            return []
+        results = await self.executor.execute(decisions) if self.executor is not None else None
+        if isinstance(results, list) and len(results) == len(decisions):
+            return results
+        return [DecisionOutcome(d, "ok", "handed to custom executor") for d in decisions]
+
+    def _prepare_outgoing(self, decisions: list[Any]) -> list[Any]:
+        """Sign unsigned outgoing messages; apply fallback pre-send hooks."""
+        out = []
+        sign = self.sign_outgoing and getattr(getattr(self.agent, "identity", None), "private_key", None) is not None
+        pre_send = self._hooks["on_fallback_pre_send"] if self.fallback_mode else ()
+        for d in decisions:
+            msg = d.message if isinstance(d, SendMessage) else d if isinstance(d, Message) else None
+            if msg is None:
+                out.append(d)
+                continue
+            for fn in pre_send:
+                msg = fn(msg)
+                if msg is None:
+                    break
+            if msg is None:
+                continue
+            if sign and not msg.signature:
+                msg = self.agent.sign_message(msg) if hasattr(self.agent, "sign_message") else msg.sign(self.agent.identity)
+            out.append(SendMessage(msg) if isinstance(d, SendMessage) else msg)
+        return out
+
+    # --------------------------------------------------------------- hooks
+    async def _run_phase(self, phase: str, ctx: HookContext) -> bool:
+        """Run the hooks of ``phase``; False when one raised (already recorded)."""
+        fns = self._hooks[phase]
+        if not fns:
+            return True
+        ctx.phase = phase
+        for fn in fns:
+            try:
+                result = fn(ctx)
+                if inspect.isawaitable(result):
+                    result = await result
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._fail(ctx, f"hook:{phase}", exc)
+                return False
+            if result is not None and phase in ("after_decide", "before_execute"):
+                ctx.decisions = list(result)
+        return True
+
+    async def _call_hook(self, fn: Callable[..., Any], phase: str, arg: Any) -> None:
+        try:
+            result = fn(arg)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._record_error(f"hook:{phase}", exc)
+
+    async def _fail(self, ctx: HookContext, phase: str, exc: BaseException) -> None:
+        self._record_error(phase, exc)
+        ctx.error, ctx.phase = exc, phase
+        for fn in self._hooks["on_error"]:
+            try:
+                result = fn(ctx)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception as hook_exc:
+                logger.error("agent %s: on_error hook failed: %s", self.agent.id[:12], hook_exc, exc_info=True)
+
+    def _record_error(self, phase: str, exc: BaseException) -> None:
+        logger.error("agent %s: error in %s: %s", self.agent.id[:12], phase, exc, exc_info=exc)
+        self.recent_errors.append((time.time(), phase, describe_error(exc)))
+        self._count("runtime_errors_total", labels={"phase": phase})
+
+    def _count(self, name: str, *, labels: dict[str, Any] | None = None) -> None:
+        if self.metrics_collector is not None:
+            self.metrics_collector.inc(name, labels=labels)
+
+    def _account(self, total: float, usage: list[Any], error: str | None) -> None:
+        mc = self.metrics_collector
+        if mc is None:
+            return
+        mc.inc("runtime_steps_total")
+        mc.observe("runtime_step_seconds", total)
+        if error is not None:
+            mc.inc("runtime_step_errors_total")
+        for u in usage:
+            labels = {"provider": getattr(u, "provider", "?"), "model": getattr(u, "model", "?")}
+            mc.inc("llm_calls_total", labels=labels)
+            mc.inc("llm_input_tokens_total", int(getattr(u, "input_tokens", 0) or 0), labels=labels)
+            mc.inc("llm_output_tokens_total", int(getattr(u, "output_tokens", 0) or 0), labels=labels)
+            mc.gauge("llm_cost_usd", mc.gauges.get("llm_cost_usd", 0.0) + float(getattr(u, "cost_usd", 0.0) or 0.0))
+
+    # ---------------------------------------------------------- housekeeping
+    def _housekeeping(self) -> None:
+        now = self.clock()
+        if self.checkpoint_store is not None and now - self._last_checkpoint >= self.checkpoint_interval_sec:
+            try:
+                self.checkpoint_store.put(f"checkpoint:{self.agent.id}", {"last_activity_ts": time.time()})
+                self._last_checkpoint = now
+            except Exception as exc:  # retried next iteration; recorded so it is visible
+                self._record_error("checkpoint", exc)
+        if (
+            self.claim_ttl_interval_sec is not None
+            and self.task_manager is not None
+            and now - self._last_release >= self.claim_ttl_interval_sec
+        ):
+            self._last_release = now
+            released = self.task_manager.release_expired_claims(time.monotonic())
+            if released:
+                self.scheduler.notify()
+
+    async def _task_poll(self) -> None:
+        previous: set[str] | None = None
+        while self.running:
+            await asyncio.sleep(self.task_poll_interval_sec)
+            try:
+                ids = {t.id for t in self._tasks_view.visible(force_refresh=True)}
+            except Exception as exc:  # store hiccup: record and retry next interval
+                self._record_error("task_poll", exc)
+                continue
+            if previous is not None and ids != previous:
+                self.scheduler.notify()
+            previous = ids
+
+
+def _decide_caller(agent: Any) -> Callable[[list[Any], list[Any], list[dict[str, Any]]], Any]:
+    """Pick how to call the agent once: adecide, async decide, or sync decide in a worker thread."""
+    adecide = getattr(agent, "adecide", None)
+    if adecide is not None and inspect.iscoroutinefunction(adecide):
+        fn = adecide
+
+        async def call_async(messages: list[Any], tasks: list[Any], obs: list[dict[str, Any]]) -> Any:
+            return await (fn(messages, tasks, tool_observations=obs) if obs else fn(messages, tasks))
+
+        return call_async
+    decide = agent.decide
+    if inspect.iscoroutinefunction(decide):
+        return _decide_caller_async(decide)
+
+    async def call_sync(messages: list[Any], tasks: list[Any], obs: list[dict[str, Any]]) -> Any:
+        if obs:
+            return await asyncio.to_thread(decide, messages, tasks, tool_observations=obs)
+        return await asyncio.to_thread(decide, messages, tasks)
+
+    return call_sync
+
+
+def _decide_caller_async(decide: Callable[..., Any]) -> Callable[..., Any]:
+    async def call(messages: list[Any], tasks: list[Any], obs: list[dict[str, Any]]) -> Any:
+        return await (decide(messages, tasks, tool_observations=obs) if obs else decide(messages, tasks))
+
+    return call
+
+
+def _dropped(before: list[Any], after: list[Any]) -> list[DecisionOutcome]:
+    kept = {id(d) for d in after}
+    return [DecisionOutcome(d, DROPPED, "removed before execution by a hook") for d in before if id(d) not in kept]
+
+
+def _observation(outcome: DecisionOutcome) -> dict[str, Any]:
+    d = outcome.decision
+    obs: dict[str, Any] = {"tool_name": d.tool_name, "params": d.params}
+    if outcome.ok:
+        obs["result"] = outcome.result
+    else:
+        obs["error"] = outcome.error or outcome.detail
+    return obs
+
+
+async def _maybe_async(fn: Callable[[], Any]) -> None:
+    if inspect.iscoroutinefunction(fn):
+        await fn()
+    else:
+        await asyncio.to_thread(fn)
+
+
+__all__ = ["AgentRuntime", "Inbox"]
