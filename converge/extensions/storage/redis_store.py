@@ -12,7 +12,7 @@ from typing import Any
 from converge._extras import require
 from converge.core import codec
 from converge.core.store import Store
-from converge.errors import ConfigError, ConvergeError
+from converge.errors import CodecError, ConfigError, ConvergeError
 from converge.extensions.storage._common import check_key, values_equal
 
 _GLOB_SPECIAL = frozenset("*?[]\\")
@@ -48,6 +48,7 @@ class RedisStore(Store):
     def __init__(self, redis_url: str = "redis://localhost:6379/0", *, client: Any = None) -> None:
         redis = require("redis", "redis", purpose='RedisStore (the "store-backends" extra installs it too)')
         self._watch_error: type[BaseException] = redis.WatchError
+        self._response_error: type[BaseException] = redis.ResponseError
         self.redis_url = redis_url
         self._owns_client = client is None
         if client is None:
@@ -94,10 +95,15 @@ class RedisStore(Store):
                 or the key holds a non-string Redis type (names the key).
         """
         check_key(key)
-        return self._decode(key, self._client.get(key))
+        return self._read(self._client, key)
 
-    @staticmethod
-    def _decode(key: str, raw: Any) -> Any | None:
+    def _read(self, conn: Any, key: str) -> Any | None:
+        try:
+            raw = conn.get(key)
+        except self._response_error as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            raise CodecError("the Redis key holds a non-string value (not written by a converge store)", key=key) from exc
         return None if raw is None else codec.decode(raw, key=key)
 
     def delete(self, key: str) -> None:
@@ -136,7 +142,7 @@ class RedisStore(Store):
             for _ in range(_MAX_CAS_ATTEMPTS):
                 try:
                     pipe.watch(key)
-                    current = self._decode(key, pipe.get(key))
+                    current = self._read(pipe, key)
                     if not values_equal(current, expected):
                         pipe.unwatch()
                         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -14,6 +15,7 @@ from converge.core.store import Store
 from converge.errors import ConfigError, ConvergeError
 from converge.extensions.storage._common import check_key, values_equal
 
+_log = logging.getLogger(__name__)
 _SCHEMA = "CREATE TABLE IF NOT EXISTS store (key TEXT PRIMARY KEY, value BLOB)"
 _MAX_CODEPOINT = 0x10FFFF
 _SURROGATES = range(0xD800, 0xE000)
@@ -159,7 +161,9 @@ class SQLiteStore(Store):
                     "SELECT key FROM store WHERE key >= ? AND key < ? ORDER BY key", (prefix, upper)
                 )
             keys = [r[0] for r in rows.fetchall()]
-        # Rows written by other programs may hold non-TEXT keys; never return those as str keys.
+        foreign = [k for k in keys if not isinstance(k, str)]
+        if foreign:  # written by another program: not addressable through this API
+            _log.warning("SQLiteStore %s: skipping %d row(s) whose key is not TEXT: %r", self.path, len(foreign), foreign[:5])
         return [k for k in keys if isinstance(k, str) and k.startswith(prefix)]
 
     def put_if_absent(self, key: str, value: Any) -> bool:
