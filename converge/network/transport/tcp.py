@@ -1,0 +1,272 @@
+"""TCP transport: length-prefixed msgpack frames, topic routing, pooled connections.
+
+Frames are byte-compatible with the reference (Appendix A.1): a 4-byte
+unsigned big-endian length, then msgpack of the message's eight fields.
+
+Routing is by topic: the first topic whose namespace is ``transport.tcp``
+names the destination in its ``host`` and ``port`` attributes (build it with
+:func:`tcp_topic`). The receiver learns nothing about the sender's address,
+so a sender that wants replies advertises its own route (see
+:attr:`TcpTransport.address_topic`) in the message.
+
+Where the reference dropped silently, this transport raises and counts:
+
+* no route → :class:`~converge.errors.UndeliverableError` (``no_route``);
+* connect/write failure → :class:`~converge.errors.TransportError`
+  (``send_failed``); the pooled connection is closed, so a retry reconnects;
+* a message that cannot be encoded, or whose frame exceeds ``max_frame_size`` →
+  :class:`~converge.errors.FrameError` (``encode_failed`` / ``oversized_frame``).
+
+On the server side a malformed, oversized or truncated frame closes **that**
+connection only (counted and logged); every other connection keeps being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from converge.core.topic import Topic
+from converge.errors import TransportError, UndeliverableError
+from converge.network.transport._framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    FrameProblem,
+    check_max_frame_size,
+    encode_frame,
+    read_frame,
+)
+from converge.network.transport.base import DropReason, Transport
+
+if TYPE_CHECKING:
+    from converge.core.message import Message
+
+logger = logging.getLogger(__name__)
+
+TCP_NAMESPACE = "transport.tcp"
+
+
+def tcp_topic(host: str, port: int) -> Topic:
+    """The routing topic that sends a message to the TCP transport listening on ``host:port``."""
+    return Topic(TCP_NAMESPACE, {"host": host, "port": port})
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One pooled outgoing connection; the lock serialises connect and writes."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    retired: bool = False  # set by TcpTransport.stop(): never reconnect
+
+    def usable(self) -> bool:
+        # The peer never writes back, so EOF on our reader means it closed the connection.
+        return self.writer is not None and not self.writer.is_closing() and not (self.reader is not None and self.reader.at_eof())
+
+    async def close(self) -> None:
+        writer, self.reader, self.writer = self.writer, None, None
+        if writer is not None:
+            await _close_writer(writer)
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (ConnectionError, OSError, ssl.SSLError) as exc:  # the socket is gone either way
+        logger.debug("error while closing a TCP connection: %r", exc)
+
+
+class TcpTransport(Transport):
+    """Length-prefixed msgpack over TCP (optionally TLS).
+
+    Args:
+        host: interface to listen on.
+        port: port to listen on; ``0`` lets the OS choose — read :attr:`port`
+            or :attr:`bound_address` after :meth:`start`.
+        identity_fingerprint: this agent's id (informational; routing is by topic).
+        ssl_context: TLS context for the server and, unless ``client_ssl_context``
+            is given, for outgoing connections.
+        client_ssl_context: TLS context for outgoing connections.
+        max_frame_size: largest accepted (and sent) frame body in bytes (default 10 MiB).
+        connect_timeout: seconds allowed for opening an outgoing connection.
+        metrics_collector: optional metrics collector for drop counters.
+
+    Attributes:
+        host, port, fingerprint, ssl_context, server, inbox, pool.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        identity_fingerprint: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        client_ssl_context: ssl.SSLContext | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        connect_timeout: float = 10.0,
+        metrics_collector: Any = None,
+    ) -> None:
+        super().__init__(metrics_collector=metrics_collector)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int between 0 and 65535, got {port!r}")
+        self.host = host
+        self.port = port
+        self.fingerprint = identity_fingerprint
+        self.ssl_context = ssl_context
+        self.client_ssl_context = client_ssl_context if client_ssl_context is not None else ssl_context
+        self.max_frame_size = check_max_frame_size(max_frame_size)
+        self.connect_timeout = connect_timeout
+        self.server: asyncio.Server | None = None
+        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.pool: dict[tuple[str, int], _Connection] = {}
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._server_writers: set[asyncio.StreamWriter] = set()
+
+    route_topic = staticmethod(tcp_topic)
+
+    @property
+    def bound_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` the server listens on, or ``None`` when not started."""
+        if self.server is None or not self.server.sockets:
+            return None
+        return self.host, self.port
+
+    @property
+    def address_topic(self) -> Topic:
+        """The ``transport.tcp`` topic that routes to this transport (valid after :meth:`start`)."""
+        return tcp_topic(self.host, self.port)
+
+    # -- lifecycle -------------------------------------------------------
+    async def start(self) -> None:
+        """Listen on ``(host, port)``. Idempotent."""
+        if self.server is not None:
+            return
+        self.server = await asyncio.start_server(self._serve_connection, self.host, self.port, ssl=self.ssl_context)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Close the server, every accepted and pooled connection, and their tasks. Idempotent."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+        handlers = list(self._handlers)
+        for task in handlers:
+            task.cancel()
+        for writer in list(self._server_writers):
+            writer.close()
+        if handlers:
+            await asyncio.gather(*handlers, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+        pool, self.pool = self.pool, {}
+        for conn in pool.values():
+            conn.retired = True
+            await conn.close()
+
+    # -- server side -------------------------------------------------------
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._server_writers.add(writer)
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                try:
+                    message = await read_frame(reader, self.max_frame_size)
+                except FrameProblem as problem:
+                    self._record_drop(None, problem.reason, f"{problem.detail} (from {peer}); closed that connection")
+                    return
+                if message is None:
+                    return
+                self.inbox.put_nowait(message)
+        except (ConnectionError, ssl.SSLError) as exc:
+            logger.info("TCP connection from %s ended: %r", peer, exc)
+        finally:
+            self._server_writers.discard(writer)
+            self._handlers.discard(task)
+            await _close_writer(writer)
+
+    # -- client side -------------------------------------------------------
+    def _route(self, message: Message) -> tuple[str, int]:
+        for topic in message.topics:
+            if topic.namespace == TCP_NAMESPACE:
+                host = topic.attributes.get("host")
+                port = topic.attributes.get("port")
+                if isinstance(port, str) and port.isdigit():
+                    port = int(port)
+                if isinstance(host, str) and host and isinstance(port, int) and not isinstance(port, bool) and 0 < port <= 65535:
+                    return host, port
+                detail = f"the transport.tcp topic has an invalid host/port ({host!r}, {port!r})"
+                break
+        else:
+            detail = "the message has no transport.tcp topic (add TcpTransport.route_topic(host, port))"
+        self._record_drop(message, DropReason.NO_ROUTE, detail)
+        raise UndeliverableError(f"cannot route message {message.id}: {detail}")
+
+    async def send(self, message: Message) -> None:
+        """Send ``message`` to the address in its ``transport.tcp`` topic.
+
+        Raises:
+            UndeliverableError: no usable ``transport.tcp`` topic (``no_route``).
+            FrameError: the message cannot be encoded or is larger than
+                ``max_frame_size`` (``encode_failed`` / ``oversized_frame``).
+            TransportError: connecting or writing failed (``send_failed``); the
+                pooled connection is dropped, so the next send reconnects.
+        """
+        address = self._route(message)
+        try:
+            frame = encode_frame(message, self.max_frame_size)
+        except FrameProblem as problem:
+            self._record_drop(message, problem.reason, problem.detail)
+            raise
+        conn = self.pool.get(address)
+        if conn is None:
+            conn = self.pool[address] = _Connection()
+        async with conn.lock:
+            try:
+                if not conn.usable():
+                    await conn.close()
+                    await self._connect(conn, address)
+                assert conn.writer is not None
+                conn.writer.write(frame)
+                await conn.writer.drain()
+            except (OSError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
+                await conn.close()  # stays pooled but empty: the next send reconnects
+                detail = f"sending to {address[0]}:{address[1]} failed: {exc!r}"
+                self._record_drop(message, DropReason.SEND_FAILED, detail)
+                raise TransportError(f"cannot send message {message.id}: {detail}") from exc
+
+    async def _connect(self, conn: _Connection, address: tuple[str, int]) -> None:
+        if conn.retired:
+            raise ConnectionAbortedError("the transport was stopped while this send was waiting")
+        async with asyncio.timeout(self.connect_timeout):
+            conn.reader, conn.writer = await asyncio.open_connection(
+                address[0], address[1], ssl=self.client_ssl_context, limit=1024
+            )
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        """The next message received on any connection.
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
+        """
+        inbox = self.inbox
+        if timeout is None:
+            return await inbox.get()
+        if not inbox.empty():
+            return inbox.get_nowait()
+        async with asyncio.timeout(timeout):
+            return await inbox.get()
+
+    def __repr__(self) -> str:
+        state = "listening" if self.server is not None else "stopped"
+        return f"<TcpTransport {self.host}:{self.port} {state}>"
+
+
+__all__ = ["TCP_NAMESPACE", "TcpTransport", "tcp_topic"]
