@@ -54,6 +54,7 @@ class HookContext:
     outcomes: list[Any] = field(default_factory=list)
     error: BaseException | None = None
     tool_round: int = 0
+    usage: list[Any] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -374,7 +374,8 @@ class AgentRuntime:
         async with self._step_lock:
             self._step_task = asyncio.current_task()
             try:
-                record = await self._step_once()
+                with trace("runtime.step", agent_id=self.agent.id):
+                    record = await self._step_once()
             finally:
                 self._step_task = None
         self.history.append(record)
@@ -427,6 +428,7 @@ class AgentRuntime:
             decide_time += clock() - td
             if self._drain_usage is not None:
                 usage.extend(self._drain_usage() or ())
+                ctx.usage = usage
             decisions = list(decisions or [])
             proposed.extend(decisions)
             ctx.decisions = decisions
