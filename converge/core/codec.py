@@ -6,8 +6,12 @@ unpickled. The format is ``b"CVG" + version byte + msgpack``, where msgpack
 extension types carry tuples, sets, enums and registered objects:
 
 * ext 1: a registered object, ``[type name, {attribute: value}]``;
-* ext 2: a tuple; ext 3: a set (sorted when the items allow it);
-* ext 4: a registered enum, ``[type name, value]``.
+* ext 2: a tuple; ext 3: a set (items in a canonical order);
+* ext 4: a registered enum, ``[type name, value]``; ext 5: a frozenset.
+
+Extension values may nest at most :data:`MAX_DEPTH` levels deep (each level
+is a separate msgpack unpack on the C stack; unbounded nesting in corrupt or
+hostile data would overflow it and crash the process).
 
 The project's own types (Task, Pool, Topic, Message, AgentDescriptor, the
 policy and governance models, ...) are known by stable short names and
@@ -33,7 +37,9 @@ MAGIC = b"CVG"
 VERSION = 1
 _HEADER = MAGIC + bytes([VERSION])
 
-_EXT_OBJECT, _EXT_TUPLE, _EXT_SET, _EXT_ENUM = 1, 2, 3, 4
+_EXT_OBJECT, _EXT_TUPLE, _EXT_SET, _EXT_ENUM, _EXT_FROZENSET = 1, 2, 3, 4, 5
+MAX_DEPTH = 32
+_INT_RANGE = range(-(2**63), 2**64)
 
 # Stable names of the project's own types -> "module:qualname". Imported lazily.
 _BUILTIN_PATHS: dict[str, str] = {
@@ -139,7 +145,10 @@ def _entry_for_name(name: str) -> _Entry:
         if path is None:
             raise CodecError(f"stored value names an unregistered type {name!r}; register it with register_type()")
         module, _, qual = path.partition(":")
-        cls = getattr(importlib.import_module(module), qual)
+        try:
+            cls = getattr(importlib.import_module(module), qual)
+        except (ImportError, AttributeError) as exc:
+            raise CodecError(f"stored value names type {name!r}, but {path} cannot be imported: {exc}") from exc
         register_type(cls, name)
         entry = _by_name[name]
     return entry
@@ -149,11 +158,30 @@ def _sort_key(item: Any) -> tuple[str, str]:
     return (type(item).__name__, repr(item))
 
 
+_nesting = threading.local()
+
+
+def _nested(fn: Callable[[Any], Any], arg: Any) -> Any:
+    """Run one level of extension packing/unpacking, refusing more than MAX_DEPTH levels."""
+    depth = getattr(_nesting, "depth", 0)
+    if depth >= MAX_DEPTH:
+        raise CodecError(f"value nests tuples/sets/objects more than {MAX_DEPTH} levels deep")
+    _nesting.depth = depth + 1
+    try:
+        return fn(arg)
+    finally:
+        _nesting.depth = depth
+
+
 def _default(obj: Any) -> Any:
     if isinstance(obj, tuple):
-        return msgpack.ExtType(_EXT_TUPLE, _pack(list(obj)))
-    if isinstance(obj, (set, frozenset)):
-        return msgpack.ExtType(_EXT_SET, _pack(sorted(obj, key=_sort_key)))
+        return msgpack.ExtType(_EXT_TUPLE, _nested(_pack, list(obj)))
+    if isinstance(obj, frozenset):
+        return msgpack.ExtType(_EXT_FROZENSET, _nested(_pack, sorted(obj, key=_sort_key)))
+    if isinstance(obj, set):
+        return msgpack.ExtType(_EXT_SET, _nested(_pack, sorted(obj, key=_sort_key)))
+    if type(obj) is int and obj not in _INT_RANGE:
+        raise OverflowError(f"integer {obj} does not fit in 64 bits")
     entry = _entry_for_class(type(obj))
     if entry is None:
         raise TypeError(
@@ -161,8 +189,8 @@ def _default(obj: Any) -> Any:
             "register it with converge.core.codec.register_type()"
         )
     if isinstance(obj, Enum):
-        return msgpack.ExtType(_EXT_ENUM, _pack([entry.name, obj.value]))
-    return msgpack.ExtType(_EXT_OBJECT, _pack([entry.name, entry.to_state(obj)]))
+        return msgpack.ExtType(_EXT_ENUM, _nested(_pack, [entry.name, obj.value]))
+    return msgpack.ExtType(_EXT_OBJECT, _nested(_pack, [entry.name, entry.to_state(obj)]))
 
 
 def _pack(value: Any) -> bytes:
@@ -170,11 +198,15 @@ def _pack(value: Any) -> bytes:
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
-    inner = _unpack(data)
+    if code not in (_EXT_OBJECT, _EXT_TUPLE, _EXT_SET, _EXT_ENUM, _EXT_FROZENSET):
+        raise CodecError(f"unknown extension code {code}")
+    inner = _nested(_unpack, data)
     if code == _EXT_TUPLE:
         return tuple(inner)
     if code == _EXT_SET:
         return set(inner)
+    if code == _EXT_FROZENSET:
+        return frozenset(inner)
     if code in (_EXT_OBJECT, _EXT_ENUM):
         if not (isinstance(inner, list) and len(inner) == 2 and isinstance(inner[0], str)):
             raise CodecError("malformed object record")
@@ -195,11 +227,12 @@ def encode(value: Any, *, key: str | None = None) -> bytes:
     """Serialise ``value`` for a store.
 
     Raises:
-        CodecError: the value holds a type that is not registered.
+        CodecError: the value holds a type that is not registered, an integer
+            outside 64 bits, or nests deeper than the limits.
     """
     try:
         return _HEADER + _pack(value)
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise CodecError(f"cannot encode value: {exc}", key=key) from exc
 
 
@@ -226,4 +259,4 @@ def decode(data: bytes, *, key: str | None = None) -> Any:
         raise CodecError(f"corrupt stored value: {type(exc).__name__}: {exc}", key=key) from exc
 
 
-__all__ = ["MAGIC", "VERSION", "decode", "encode", "register_type"]
+__all__ = ["MAGIC", "MAX_DEPTH", "VERSION", "decode", "encode", "register_type"]
