@@ -30,6 +30,7 @@ from typing import Any
 from converge.core.message import Message
 from converge.core.store import Store
 from converge.errors import ConfigError
+from converge.network.transport.hooks import MessageHook
 
 _log = logging.getLogger("converge.extensions.rate_limit")
 _PREFIX = "rate_limit:"
@@ -156,7 +157,7 @@ class RateLimiter:
         return float(state["tokens"]) if isinstance(state, dict) and "tokens" in state else None
 
 
-class RateLimitHook:
+class RateLimitHook(MessageHook):
     """A transport ``MessageHook`` that drops messages over the limit.
 
     ``pre_send`` checks ``"egress"``, ``post_receive`` checks ``"ingress"``; a
