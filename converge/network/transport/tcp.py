@@ -230,17 +230,33 @@ class TcpTransport(Transport):
             conn = self.pool[address] = _Connection()
         async with conn.lock:
             try:
-                if not conn.usable():
-                    await conn.close()
-                    await self._connect(conn, address)
-                assert conn.writer is not None
-                conn.writer.write(frame)
-                await conn.writer.drain()
-            except (OSError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
+                await self._write(conn, address, frame)
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
                 await conn.close()  # stays pooled but empty: the next send reconnects
                 detail = f"sending to {address[0]}:{address[1]} failed: {exc!r}"
                 self._record_drop(message, DropReason.SEND_FAILED, detail)
                 raise TransportError(f"cannot send message {message.id}: {detail}") from exc
+
+    async def _write(self, conn: _Connection, address: tuple[str, int], frame: bytes) -> None:
+        reused = conn.usable()
+        if not reused:
+            await conn.close()
+            await self._connect(conn, address)
+        assert conn.writer is not None
+        try:
+            conn.writer.write(frame)
+            await conn.writer.drain()
+        except ConnectionError:
+            if not reused:
+                raise
+            # A pooled connection the peer has meanwhile closed (e.g. it restarted):
+            # the write was refused, so reconnecting and writing once more is safe.
+            logger.debug("pooled connection to %s:%s was stale; reconnecting", *address)
+            await conn.close()
+            await self._connect(conn, address)
+            assert conn.writer is not None
+            conn.writer.write(frame)
+            await conn.writer.drain()
 
     async def _connect(self, conn: _Connection, address: tuple[str, int]) -> None:
         if conn.retired:
