@@ -154,11 +154,11 @@ class TcpTransport(Transport):
         server, self.server = self.server, None
         if server is not None:
             server.close()
+        for writer in list(self._server_writers):
+            writer.close()
         handlers = list(self._handlers)
         for task in handlers:
             task.cancel()
-        for writer in list(self._server_writers):
-            writer.close()
         if handlers:
             await asyncio.gather(*handlers, return_exceptions=True)
         if server is not None:
@@ -172,25 +172,35 @@ class TcpTransport(Transport):
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if self.server is None:  # accepted just before stop(): refuse rather than outlive it
+            await _close_writer(writer)
+            return
         self._handlers.add(task)
         self._server_writers.add(writer)
         peer = writer.get_extra_info("peername")
         try:
-            while True:
-                try:
-                    message = await read_frame(reader, self.max_frame_size)
-                except FrameProblem as problem:
-                    self._record_drop(None, problem.reason, f"{problem.detail} (from {peer}); closed that connection")
-                    return
-                if message is None:
-                    return
-                self.inbox.put_nowait(message)
+            await self._read_frames(reader, peer)
+        except asyncio.CancelledError:
+            # Only stop() cancels this task. Ending normally matters on Python 3.11, whose
+            # streams callback calls task.exception() and would log a cancelled handler as an error.
+            pass
         except (ConnectionError, ssl.SSLError) as exc:
             logger.info("TCP connection from %s ended: %r", peer, exc)
         finally:
             self._server_writers.discard(writer)
             self._handlers.discard(task)
             await _close_writer(writer)
+
+    async def _read_frames(self, reader: asyncio.StreamReader, peer: Any) -> None:
+        while True:
+            try:
+                message = await read_frame(reader, self.max_frame_size)
+            except FrameProblem as problem:
+                self._record_drop(None, problem.reason, f"{problem.detail} (from {peer}); closed that connection")
+                return
+            if message is None:
+                return
+            self.inbox.put_nowait(message)
 
     # -- client side -------------------------------------------------------
     def _route(self, message: Message) -> tuple[str, int]:
