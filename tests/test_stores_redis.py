@@ -54,6 +54,20 @@ def test_list_scans_every_key(store: RedisStore) -> None:
     assert store.list("pool:") == ["pool:1"]
 
 
+def test_list_skips_keys_that_are_not_utf8(store: RedisStore, caplog: pytest.LogCaptureFixture) -> None:
+    store.client.set(b"k\xff\xfe", b"x")
+    store.put("k1", 1)
+    assert store.list("k") == ["k1"]
+    assert "skipping 1 key(s) that are not UTF-8" in caplog.text
+
+
+def test_close_is_idempotent(redis_url: str) -> None:
+    s = RedisStore(redis_url)
+    s.put("k", 1)
+    s.close()
+    s.close()
+
+
 def test_glob_escape() -> None:
     assert _glob_escape("a*b?c[d]\\e") == "a\\*b\\?c\\[d\\]\\\\e"
 

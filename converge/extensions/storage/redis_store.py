@@ -7,6 +7,7 @@ store is created, not when this module is imported.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from converge._extras import require
@@ -15,6 +16,7 @@ from converge.core.store import Store
 from converge.errors import CodecError, ConfigError, ConvergeError
 from converge.extensions.storage._common import check_key, values_equal
 
+_log = logging.getLogger(__name__)
 _GLOB_SPECIAL = frozenset("*?[]\\")
 _MAX_CAS_ATTEMPTS = 1000
 
@@ -112,13 +114,23 @@ class RedisStore(Store):
         self._client.delete(key)
 
     def list(self, prefix: str = "") -> list[str]:
-        """Keys starting with ``prefix`` (via ``SCAN``), sorted. Glob characters are literal."""
+        """Keys starting with ``prefix`` (via ``SCAN``), sorted. Glob characters are literal.
+
+        Keys that are not UTF-8 (written by other programs) are skipped with a warning.
+        """
         check_key(prefix, name="prefix")
         keys: set[str] = set()
+        foreign: list[bytes] = []
         for raw in self._client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
-            key = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+            try:
+                key = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+            except UnicodeDecodeError:  # written by another program: not addressable through this API
+                foreign.append(raw)
+                continue
             if key.startswith(prefix):
                 keys.add(key)
+        if foreign:
+            _log.warning("RedisStore: skipping %d key(s) that are not UTF-8: %r", len(foreign), foreign[:5])
         return sorted(keys)
 
     def put_if_absent(self, key: str, value: Any) -> bool:
