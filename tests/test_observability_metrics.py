@@ -153,3 +153,30 @@ def test_coordination_metrics():
     assert fams["task_submitted"].samples[0].value == 2
     with pytest.raises(TypeError):
         CoordinationMetrics(object())  # type: ignore[arg-type]
+
+
+def test_default_help_covers_the_reference_metric_table():
+    import re
+
+    from converge.observability._metric_help import DEFAULT_HELP
+
+    reference = [
+        "messages_received", "decisions_executed", "messages_sent", "tools_invoked",
+        "rate_limit_egress_dropped_total", "rate_limit_ingress_dropped_total",
+        "task_submitted_total", "task_claimed_total", "task_completed_total", "task_failed_total",
+        "task_cancelled_total", "pool_created_total", "pool_join_total", "pool_leave_total",
+        "pending_tasks", "pool_size", "webhook_inbound_accepted_total", "webhook_inbound_rejected_total",
+        "webhook_inbound_error_total", "webhook_outbound_sent_total", "webhook_outbound_retry_total",
+        "webhook_outbound_circuit_open_total", "webhook_dead_letter_total",
+        # drop counters of the network and runtime layers
+        "transport_dropped_total", "inbox_dropped_total", "messages_rejected_total", "runtime_step_errors_total",
+        "decisions_ignored_total", "llm_tokens_total", "llm_cost_usd_total",
+    ]
+    assert set(reference) <= set(DEFAULT_HELP)
+    assert all(re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", n) and text.endswith(".") for n, text in DEFAULT_HELP.items())
+    m = MetricsCollector()
+    assert m.help_text("messages_sent") == DEFAULT_HELP["messages_sent"]
+    m.describe("messages_sent", "Overridden\\text\nwith newline.")
+    m.inc("messages_sent")
+    assert families(m.format_prometheus())["messages_sent"].documentation == "Overridden\\text\nwith newline."
+    assert m.help_text("unknown_thing") == "converge metric unknown_thing"

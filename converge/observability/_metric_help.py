@@ -27,7 +27,7 @@ DEFAULT_HELP = MappingProxyType({
     "rate_limit_egress_dropped_total": "Outbound messages dropped by the rate limiter.",
     "rate_limit_ingress_dropped_total": "Inbound messages dropped by the rate limiter.",
     "rate_limit_dropped_total": "Messages dropped by the rate limiter, by direction and bucket scope.",
-    "hook_dropped_total": "Messages dropped by a transport hook, by stage.",
+    "discovery_skipped_total": "Discovery descriptors skipped as unreadable or invalid, by reason.",
     # coordination
     "task_submitted_total": "Tasks submitted to the task manager.",
     "task_claimed_total": "Tasks claimed by an agent.",
@@ -38,6 +38,7 @@ DEFAULT_HELP = MappingProxyType({
     "pool_created_total": "Pools created.",
     "pool_join_total": "Pool joins.",
     "pool_leave_total": "Pool leaves.",
+    "pool_join_denied_total": "Pool joins refused by admission or trust policy.",
     "pending_tasks": "Pending tasks known to the task manager.",
     "pool_size": "Number of agents in the pool touched last.",
     # LLM
@@ -48,6 +49,10 @@ DEFAULT_HELP = MappingProxyType({
     "llm_cost_usd_total": "Cost of LLM calls in US dollars, from the configured price table.",
     "llm_cost_usd": "Cumulative cost of LLM calls in US dollars, from the configured price table.",
     "llm_errors_total": "LLM provider calls that failed, by provider and reason.",
+    "llm_decide_errors_total": "LLM agent decide calls that produced no usable decisions, by reason.",
+    "llm_decision_items_skipped_total": "Decision items from an LLM reply that could not be parsed and were skipped.",
+    "llm_repairs_total": "LLM replies that needed a repair prompt.",
+    "llm_retries_total": "LLM provider calls retried.",
     # webhooks
     "webhook_inbound_accepted_total": "Inbound webhook requests accepted.",
     "webhook_inbound_rejected_total": "Inbound webhook requests rejected by a security check.",
@@ -56,6 +61,10 @@ DEFAULT_HELP = MappingProxyType({
     "webhook_outbound_retry_total": "Outbound webhook retries.",
     "webhook_outbound_circuit_open_total": "Outbound webhook calls refused because the circuit was open.",
     "webhook_dead_letter_total": "Outbound webhook actions written to the dead-letter store.",
+    "webhook_dead_letter_store_error_total": "Dead letters that could not be written to the store.",
+    "webhook_outbound_dropped_total": "Outbound webhook actions dropped, by reason.",
+    "webhook_outbound_error_total": "Outbound webhook calls that failed.",
+    "webhook_outbound_unauthorized_total": "Outbound webhook actions refused by the security policy.",
     # replay / tracing
     "replay_events_evicted_total": "Replay events evicted from a bounded in-memory replay log.",
 })

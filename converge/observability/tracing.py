@@ -34,6 +34,7 @@ _log = logging.getLogger("converge.observability.tracing")
 # The trace id in force: an explicit string (set_trace_id) or the innermost span (lazy id).
 _trace_var: ContextVar[Any] = ContextVar("converge_trace_id", default=None)
 _span_var: ContextVar[Span | None] = ContextVar("converge_current_span", default=None)
+_id_lock = threading.Lock()
 
 
 def new_trace_id() -> str:
@@ -115,16 +116,26 @@ class Span:
     # -- ids (lazy) --------------------------------------------------------
     @property
     def trace_id(self) -> str:
-        if self._trace_id is None:
+        tid = self._trace_id
+        if tid is None:
             src = self._trace_src
-            self._trace_id = src.trace_id if src is not None else new_trace_id()
-        return self._trace_id
+            candidate = src.trace_id if src is not None else new_trace_id()
+            with _id_lock:  # two threads reading a fresh span must agree on its id
+                if self._trace_id is None:
+                    self._trace_id = candidate
+                tid = self._trace_id
+        return tid
 
     @property
     def span_id(self) -> str:
-        if self._span_id is None:
-            self._span_id = str(uuid.uuid4())
-        return self._span_id
+        sid = self._span_id
+        if sid is None:
+            candidate = str(uuid.uuid4())
+            with _id_lock:
+                if self._span_id is None:
+                    self._span_id = candidate
+                sid = self._span_id
+        return sid
 
     @property
     def parent_id(self) -> str | None:
