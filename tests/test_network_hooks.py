@@ -183,6 +183,17 @@ async def test_drop_listeners_and_metrics_are_forwarded_to_the_base(pair):
     assert metrics.get_counter("transport_dropped_total", labels={"reason": "unknown_recipient"}) == 2
 
 
+async def test_registry_drop_listener_sees_hook_drops():
+    registry = LocalTransportRegistry.isolated()
+    seen = []
+    registry.add_drop_listener(lambda m, reason, detail: seen.append((m.payload, reason)))
+    async with HookedTransport(LocalTransport("a", registry=registry), [DropIf("x")]) as hooked:
+        await hooked.send(Message(sender="a", recipient="a", payload={"x": 1}))
+        with pytest.raises(UndeliverableError):
+            await hooked.send(Message(sender="a", recipient="ghost", payload={}))
+    assert seen == [({"x": 1}, "hook_dropped"), ({}, "unknown_recipient")]
+
+
 async def test_lifecycle_delegates():
     registry = LocalTransportRegistry.isolated()
     base = LocalTransport("a", registry=registry)

@@ -192,6 +192,10 @@ class Transport(ABC):
             logger.log(level, "%s dropped message %s: %s (%s)", type(self).__name__, msg_id, reason, detail)
         if self._drop_listeners:
             notify_all(self._drop_listeners, message, reason, detail)
+        self._notify_external(message, reason, detail)
+
+    def _notify_external(self, message: Message | None, reason: str, detail: str) -> None:
+        """Tell observers beyond this transport (e.g. a local registry's drop listeners). Default: none."""
 
 
 def notify_all(listeners: tuple[Callable[..., Any], ...], *args: Any) -> None:

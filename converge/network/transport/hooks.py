@@ -99,6 +99,10 @@ class HookedTransport(Transport):
         super().remove_drop_listener(listener)
         self.base_transport.remove_drop_listener(listener)
 
+    def _notify_external(self, message: Message | None, reason: str, detail: str) -> None:
+        # hook drops reach the observers of the wrapped transport too (e.g. a lab's registry listener)
+        self.base_transport._notify_external(message, reason, detail)
+
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         await self.base_transport.start()

@@ -354,11 +354,10 @@ class LocalTransport(Transport):
         async with asyncio.timeout(timeout):
             return await queue.get()
 
-    def _record_drop(self, message: Message | None, reason: str, detail: str, *, level: int = logging.WARNING) -> None:
-        super()._record_drop(message, reason, detail, level=level)
+    def _notify_external(self, message: Message | None, reason: str, detail: str) -> None:
         listeners = self.registry._drop_listeners
         if listeners:
-            notify_all(listeners, message, str(reason), detail)
+            notify_all(listeners, message, reason, detail)
 
     def __repr__(self) -> str:
         state = "started" if self._started else "stopped"

@@ -17,6 +17,11 @@ Where the reference dropped silently, this transport raises and counts:
 * a message that cannot be encoded, or whose frame exceeds ``max_frame_size`` →
   :class:`~converge.errors.FrameError` (``encode_failed`` / ``oversized_frame``).
 
+A send that returns has handed the frame to the kernel; TCP has no
+application-level acknowledgement, so a peer that dies at that moment can
+still lose it. A write refused on a *pooled* connection the peer has since
+closed is retried once on a fresh connection.
+
 On the server side a malformed, oversized or truncated frame closes **that**
 connection only (counted and logged); every other connection keeps being served.
 """

@@ -165,6 +165,11 @@ class WebSocketTransport(_WebSocketEndpoint):
         except (OSError, TimeoutError, exceptions.InvalidHandshake, exceptions.InvalidURI) as exc:
             raise TransportError(f"cannot connect to {self.uri!r}: {exc!r}") from exc
         self._listener = asyncio.create_task(self._pump(self._conn, self.uri), name=f"ws-client-listener:{self.agent_id[:12]}")
+        self._listener.add_done_callback(self._listener_done)
+
+    def _listener_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("WebSocket listener for %s failed; no more messages will be received", self.uri, exc_info=task.exception())
 
     async def stop(self) -> None:
         """Stop reading and close the connection. Idempotent; safe before ``start``."""
