@@ -180,3 +180,21 @@ def test_default_help_covers_the_reference_metric_table():
     m.inc("messages_sent")
     assert families(m.format_prometheus())["messages_sent"].documentation == "Overridden\\text\nwith newline."
     assert m.help_text("unknown_thing") == "converge metric unknown_thing"
+
+
+def test_package_exports_and_no_optional_imports():
+    import subprocess
+    import sys
+
+    import converge.observability as obs
+
+    assert sorted(obs.__all__) == ["CoordinationMetrics", "MetricsCollector", "ReplayLog", "ReplayRunner", "RuntimeOpsServer"]
+    code = (
+        "import sys, converge.observability, converge.observability.tracing, converge.observability.logging, "
+        "converge.observability.otel, converge.extensions.rate_limit\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'prometheus_client', 'opentelemetry', 'IPython', 'ipywidgets', 'pandas', 'redis', 'websockets'})\n"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
