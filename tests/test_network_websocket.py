@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -193,6 +195,8 @@ def test_missing_websockets_names_the_extra():
             print("OK", exc)
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=root, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("OK") and "converge[websocket]" in out.stdout
