@@ -62,8 +62,8 @@ class ChangeLog:
         while not self.store.put_if_absent(slot_key(seq), entry):
             seq += 1
         self.store.put(SEQ_KEY, seq)
-        if seq % PRUNE_BATCH == 0 and seq > self.retention + PRUNE_BATCH:
-            for old in range(seq - self.retention - PRUNE_BATCH, seq - self.retention):
+        if seq % PRUNE_BATCH == 0 and seq > self.retention:
+            for old in range(max(1, seq - self.retention - PRUNE_BATCH), seq - self.retention):
                 self.store.delete(slot_key(old))
         return seq
 

@@ -80,8 +80,9 @@ class TaskManager:
     Args:
         store: where tasks live (a new :class:`MemoryStore` when ``None``).
         coordination_metrics: an object with ``task_submitted()``, ``task_claimed()``,
-            ``task_completed()``, ``task_failed()``, ``task_cancelled()`` and
-            ``pending_tasks(n)`` (duck-typed; may be assigned later).
+            ``task_completed()``, ``task_failed()``, ``task_cancelled()``,
+            ``task_released()`` and ``pending_tasks(n)`` (duck-typed, missing
+            methods are skipped; may be assigned later).
         clock: the time source of ``claimed_at`` (monotonic by default; pass a
             shared wall clock if claims must expire across hosts).
         change_log_retention: change-log entries kept in the store.
@@ -303,6 +304,7 @@ class TaskManager:
                     continue
                 if self._release(task_id, now_ts):
                     released.append(task_id)
+                    self._emit("task_released")
             if released:
                 self._gauge()
         return released
