@@ -40,6 +40,7 @@ from converge.core.decisions import (
     Vote,
 )
 from converge.core.message import Message
+from converge.errors import ConvergeError
 from converge.runtime.records import DENIED, FAILED, IGNORED, OK, REJECTED, DecisionOutcome, describe_error
 
 logger = logging.getLogger("converge.runtime.executor")
@@ -137,7 +138,8 @@ class StandardExecutor:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # recorded on the outcome, logged and counted: the runtime keeps serving
-            logger.error("agent %s: %s failed: %s", self.agent_id[:12], type(decision).__name__, exc, exc_info=True)
+            expected = isinstance(exc, ConvergeError)  # our typed errors say enough; others get a traceback
+            logger.error("agent %s: %s failed: %s", self.agent_id[:12], type(decision).__name__, exc, exc_info=not expected)
             self._inc("decisions_failed_total", labels={"type": type(decision).__name__})
             outcome = DecisionOutcome(decision, FAILED, f"{type(decision).__name__} raised", describe_error(exc))
         if outcome.status == IGNORED:
