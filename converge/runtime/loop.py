@@ -567,7 +567,7 @@ class AgentRuntime:
             mc.inc("llm_calls_total", labels=labels)
             mc.inc("llm_input_tokens_total", int(getattr(u, "input_tokens", 0) or 0), labels=labels)
             mc.inc("llm_output_tokens_total", int(getattr(u, "output_tokens", 0) or 0), labels=labels)
-            mc.gauge("llm_cost_usd", mc.gauges.get("llm_cost_usd", 0.0) + float(getattr(u, "cost_usd", 0.0) or 0.0))
+            mc.inc("llm_cost_usd_total", float(getattr(u, "cost_usd", 0.0) or 0.0), labels=labels)
 
     # ---------------------------------------------------------- housekeeping
     def _housekeeping(self) -> None:
