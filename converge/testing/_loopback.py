@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 Responder = Callable[["RecordedRequest"], "Reply"]
 
@@ -42,6 +47,7 @@ class Reply:
         input_tokens / output_tokens: the usage block; ``None`` = estimated (chars // 4, at least 1).
         headers: extra response headers (e.g. ``retry-after-ms``).
         chunk_size: characters per streamed text delta.
+        delay: seconds to wait before answering (to provoke client timeouts).
     """
 
     text: str = ""
@@ -54,6 +60,7 @@ class Reply:
     output_tokens: int | None = None
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     chunk_size: int = 4
+    delay: float = 0.0
 
     @classmethod
     def tool(cls, name: str, arguments: Any, *, text: str = "", **kwargs: Any) -> Reply:
@@ -129,6 +136,14 @@ class _HTTPServer(ThreadingHTTPServer):
     def shutdown_request(self, request: Any) -> None:
         self.owner._untrack(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+            # The client gave up (timeout, closed stream): expected in tests of client timeouts.
+            logger.debug("loopback client %s went away: %r", client_address, exc)
+            return
+        super().handle_error(request, client_address)
 
 
 class LoopbackServer:
@@ -283,6 +298,8 @@ class LoopbackServer:
         if self.api_key is not None and self.presented_key(req) != self.api_key:
             return self._send_error(h, Reply.error(401, "invalid API key", error_type="authentication_error"))
         reply = self._next_reply(req)
+        if reply.delay > 0:
+            time.sleep(reply.delay)  # this handler's own thread: only this request waits
         if reply.is_error:
             return self._send_error(h, reply)
         if req.stream:
