@@ -55,7 +55,7 @@ class WebhookRetryPolicy:
         """
         exponent = max(0, attempt - 1)
         # Cap the exponent so huge attempt numbers cannot overflow the float.
-        d = min(self.max_delay_sec, self.base_delay_sec * 2.0 ** min(exponent, 1024))
+        d = min(self.max_delay_sec, self.base_delay_sec * 2.0 ** min(exponent, 1000))
         spread = d * self.jitter_ratio
         uniform = (rng or random).uniform
         return max(0.0, d + uniform(-spread, spread))

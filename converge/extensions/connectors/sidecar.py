@@ -100,7 +100,10 @@ class WebhookSidecar:
         if self._server is not None:
             return
         cfg = self.config
-        self.store = self._given_store or await asyncio.to_thread(create_store, cfg.store_backend, cfg.store_path)
+        if self._given_store is not None:  # (an empty MemoryStore is falsy: compare with None)
+            self.store = self._given_store
+        else:
+            self.store = await asyncio.to_thread(create_store, cfg.store_backend, cfg.store_path)
         self.connector = WebhookConnector(
             provider_profiles=cfg.provider_profiles, secrets=cfg.secrets, security_policy=cfg.security_policy,
             retry_policy=cfg.retry_policy, store=self.store, metrics_collector=self._metrics,
