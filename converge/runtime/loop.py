@@ -203,7 +203,9 @@ class AgentRuntime:
         }
         if self.executor_factory is not None:
             return self.executor_factory(self.agent.id, network, self.task_manager, self.pool_manager, **common)
-        return StandardExecutor(self.agent.id, network, self.task_manager, self.pool_manager, **common, **self.executor_kwargs)
+        # executor_kwargs may override the runtime-wide values (the reference raised TypeError on a repeat)
+        return StandardExecutor(self.agent.id, network, self.task_manager, self.pool_manager,
+                                **{**common, **self.executor_kwargs})
 
     # ---------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> AgentRuntime:
