@@ -193,6 +193,23 @@ def test_wrong_key_gives_auth_error_naming_the_status_and_never_the_key(vendor):
     assert err.__cause__ is not None  # the SDK's exception is chained
 
 
+def test_a_key_echoed_by_the_vendor_is_redacted(vendor):
+    with vendor.server_cls([Reply.error(401, f"Incorrect API key provided: {WRONG_KEY}")]) as server:
+        provider = vendor.provider(server, api_key=WRONG_KEY)
+        with pytest.raises(ProviderAuthError) as info:
+            provider.chat(CHAT)
+        provider.close()
+    assert WRONG_KEY not in str(info.value) and "Incorrect API key provided: ***" in str(info.value)
+
+
+def test_structured_request_answered_with_text_returns_the_text(vendor):
+    with vendor.server_cls([Reply('[{"type": "JoinPool", "pool_id": "p"}]')]) as server:
+        provider = vendor.provider(server)
+        assert provider.chat(CHAT, use_structured_output=True) == '[{"type": "JoinPool", "pool_id": "p"}]'
+        assert server.requests[0].body["tools"]  # the default EMIT_DECISIONS_TOOL was offered
+        provider.close()
+
+
 def test_server_error_gives_provider_server_error(vendor):
     with vendor.server_cls([Reply.error(500, "internal kaboom", retry_after_ms=1)]) as server:
         provider = vendor.provider(server, max_retries=0)

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from converge.core.usage import UsageRecord
@@ -48,7 +48,6 @@ class _Call:
     sdk_kwargs: dict[str, Any]
     structured: bool = False
     tool_name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def redact(text: str, secret: str | None) -> str:

@@ -20,6 +20,7 @@ redacts the wrapped provider's key should it appear anywhere in a line.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import threading
@@ -117,7 +118,7 @@ class RecordingProvider:
             inner = getattr(self.provider, "last_usage", None)
             usage = inner if isinstance(inner, UsageRecord) else None
         if usage is not None:
-            usage = UsageRecord(**{**usage.__dict__, "request_hash": key})
+            usage = dataclasses.replace(usage, request_hash=key)
         else:
             usage = UsageRecord(provider="recording", model=str(self.model or "unknown"), latency_sec=time.perf_counter() - started, request_hash=key)
         report_usage(self, usage)
