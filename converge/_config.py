@@ -30,7 +30,7 @@ MAX_AGENTS = 1024
 KEYS: dict[str, tuple[str, str]] = {
     "transport": (f"transport of every agent: {', '.join(TRANSPORTS)}", "local"),
     "host": ("host the network transports bind to", "127.0.0.1"),
-    "port": ("first port of the network transports (agent i uses port+i); 0 = OS-assigned", "8888"),
+    "port": ("first port of the tcp/websocket transports (agent i uses port+i); 0 = OS-assigned", "8888"),
     "agents": (f"number of agents in this process (1..{MAX_AGENTS})", "1"),
     "pool_id": ("create this pool and make every agent join it", "unset"),
     "discovery_store": ("legacy store: 'memory' or a FileStore directory; enables discovery", "unset"),
@@ -151,16 +151,17 @@ def validate(raw: Mapping[str, tuple[Any, str]]) -> RunConfig:
             raise ConfigError(f"unknown key {key!r} (value {value!r}) from {source}; accepted keys: {_accepted_keys()}")
         values[key] = _check(key, value, source)
     config = RunConfig(**values)
-    if config.port == 0 and config.transport != "tcp" and "port" in values:
+    if config.port == 0 and config.transport == "local" and "port" in values:
         source = raw["port"][1]
         raise ConfigError(
-            f"port 0 (OS-assigned) from {source} is only allowed with transport 'tcp', "
-            f"not {config.transport!r}; accepted: 1..65535"
+            f"port = 0 (from {source}) means OS-assigned, which only applies to the network transports "
+            "(tcp, websocket), not 'local'; accepted: 1..65535"
         )
     if config.transport != "local" and config.port and config.port + config.agents - 1 > 65535:
+        source = raw["port"][1] if "port" in raw else "the default"
         raise ConfigError(
-            f"port {config.port} with {config.agents} agents needs ports up to {config.port + config.agents - 1}; "
-            "accepted: port + agents - 1 <= 65535"
+            f"port {config.port} (from {source}) with {config.agents} agents needs ports up to "
+            f"{config.port + config.agents - 1}; accepted: port + agents - 1 <= 65535"
         )
     return config
 
@@ -171,7 +172,7 @@ def _check(key: str, value: Any, source: str) -> Any:
         number = _as_int(value)
         low, high = (0, 65535) if key == "port" else (1, MAX_AGENTS)
         if number is None or not low <= number <= high:
-            accepted = "an integer 1..65535 (0 = OS-assigned, tcp only)" if key == "port" else f"an integer {low}..{high}"
+            accepted = "an integer 1..65535 (0 = OS-assigned, tcp/websocket only)" if key == "port" else f"an integer {low}..{high}"
             raise ConfigError(f"invalid {where}; accepted: {accepted}")
         return number
     if not isinstance(value, str) or not value.strip():
