@@ -63,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start agents and run until SIGINT/SIGTERM",
         description=(
             f"Start agents (transports: {', '.join(TRANSPORTS)}; stores: {', '.join(STORE_BACKENDS)}) "
-            "and run until SIGINT/SIGTERM. Prints one line 'converge run: started N agent(s): ...' "
-            "when every agent is up."
+            "and run until SIGINT/SIGTERM. When every agent is up, prints one line on stdout: "
+            "'converge run: started N agent(s) [transport=T store=S pool=P]: <agent id>@<address> ...'. "
+            "Discovery entries (discovery:agent:<id>) are removed when the agents stop; "
+            "pool membership stays in the store."
         ),
         epilog=_keys_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

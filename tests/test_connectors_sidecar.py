@@ -391,3 +391,87 @@ async def test_task_profile_is_handed_over_as_pending_task_and_not_ready_on_clos
 async def test_run_webhook_sidecar_refuses_a_running_loop():
     with pytest.raises(RuntimeError, match="WebhookSidecar"):
         run_webhook_sidecar(bind="127.0.0.1", port=0, provider_profiles={}, secrets={})
+
+
+# -- TLS and mTLS ----------------------------------------------------------------------
+
+
+def _pki(tmp_path: Path) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write(stem: str, cert: x509.Certificate, key) -> None:
+        (tmp_path / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / f"{stem}.key").write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+
+    def issue(cn: str, issuer_name, issuer_key, *, ca=False, usage=None, san=None):
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder().subject_name(name(cn)).issuer_name(issuer_name or name(cn))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(san))]), critical=False)
+        cert = builder.sign(issuer_key or key, hashes.SHA256())
+        return cert, key
+
+    ca_cert, ca_key = issue("test-ca", None, None, ca=True)
+    write("ca", ca_cert, ca_key)
+    write("server", *issue("127.0.0.1", ca_cert.subject, ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH, san="127.0.0.1"))
+    write("client", *issue("provider", ca_cert.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH))
+    return {k: str(tmp_path / k) for k in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+def https(url: str, body: bytes, headers: dict[str, str], context) -> int:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+
+
+async def test_mtls_client_certificate_satisfies_require_mtls(tmp_path):
+    import ssl
+
+    pki = _pki(tmp_path)
+    config = _config(
+        tls={"cert_file": pki["server.pem"], "key_file": pki["server.key"], "client_ca_file": pki["ca.pem"]},
+        security={"require_mtls": True},
+    )
+    async with WebhookSidecar(config, store=MemoryStore()) as sidecar:
+        url = "https://127.0.0.1:%d/webhook/acme" % sidecar.address[1]
+        with_cert = ssl.create_default_context(cafile=pki["ca.pem"])
+        with_cert.load_cert_chain(pki["client.pem"], pki["client.key"])
+        without_cert = ssl.create_default_context(cafile=pki["ca.pem"])
+        body = b'{"event_id": "tls-1"}'
+        assert await asyncio.to_thread(https, url, body, signed(body), without_cert) == 401
+        assert await asyncio.to_thread(https, url, body, signed(body), with_cert) == 202
+        metrics = sidecar.connector.metrics
+        assert metrics.get_counter("webhook_inbound_rejected_total", labels={"reason": "mtls"}) == 1
+        assert metrics.get_counter("webhook_inbound_accepted_total") == 1
+
+
+def test_require_mtls_without_client_ca_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="client_ca_file"):
+        _config(security={"require_mtls": True})
+    with pytest.raises(ConfigError, match="not a readable file"):
+        _config(tls={"cert_file": str(tmp_path / "missing.pem"), "key_file": str(tmp_path / "k")})

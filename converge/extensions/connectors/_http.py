@@ -1,4 +1,4 @@
-"""A small asyncio HTTP/1.1 server: one request per connection, bounded reads.
+"""A small asyncio HTTP/1.1 server (optionally TLS): one request per connection, bounded reads.
 
 Enough for the webhook sidecar: request line and headers with size limits
 and a read timeout, bodies by ``Content-Length`` only (chunked uploads get
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -38,6 +39,7 @@ class Request:
     query: str
     headers: dict[str, str]
     remote_addr: str | None
+    client_cert_present: bool
     _reader: asyncio.StreamReader
     _timeout: float
 
@@ -91,9 +93,12 @@ class HttpServer:
     to ``drain_timeout`` seconds for them and cancels the rest.
     """
 
-    def __init__(self, handler: Handler, host: str, port: int, *, read_timeout: float = 10.0) -> None:
+    def __init__(
+        self, handler: Handler, host: str, port: int, *, read_timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._handler = handler
         self._host, self._port = host, port
+        self._ssl = ssl_context
         self._read_timeout = read_timeout
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -108,7 +113,10 @@ class HttpServer:
 
     async def start(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(self._serve, self._host, self._port, limit=MAX_LINE)
+            self._server = await asyncio.start_server(
+                self._serve, self._host, self._port, limit=MAX_LINE, ssl=self._ssl,
+                ssl_handshake_timeout=self._read_timeout if self._ssl is not None else None,
+            )
 
     async def aclose(self, drain_timeout: float = 5.0) -> None:
         server, self._server = self._server, None
@@ -144,8 +152,10 @@ class HttpServer:
     async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Response | None:
         peer = writer.get_extra_info("peername")
         remote = peer[0] if isinstance(peer, tuple) else None
+        # Only a certificate the TLS layer verified against the client CA shows up here.
+        cert = bool(writer.get_extra_info("peercert")) if self._ssl is not None else False
         try:
-            request = await self._parse(reader, remote)
+            request = await self._parse(reader, remote, cert)
             if request is None:
                 return None
             return await self._handler(request)
@@ -155,7 +165,7 @@ class HttpServer:
             logger.exception("unhandled error while serving a request from %s", remote)
             return json_response(500, b'{"error":"internal error"}')
 
-    async def _parse(self, reader: asyncio.StreamReader, remote: str | None) -> Request | None:
+    async def _parse(self, reader: asyncio.StreamReader, remote: str | None, cert: bool) -> Request | None:
         try:
             async with asyncio.timeout(self._read_timeout):
                 line = await reader.readline()
@@ -180,7 +190,7 @@ class HttpServer:
         except TimeoutError:
             raise BadRequest(408, "request headers not received in time") from None
         url = urlsplit(parts[1])
-        return Request(parts[0].upper(), unquote(url.path), url.query, headers, remote, reader, self._read_timeout)
+        return Request(parts[0].upper(), unquote(url.path), url.query, headers, remote, cert, reader, self._read_timeout)
 
 
 async def _write(writer: asyncio.StreamWriter, status: int, headers: dict[str, str], body: bytes) -> None:

@@ -19,6 +19,16 @@ Keys (unknown keys are refused, naming the key and the accepted ones)::
     [security]                  # WebhookSecurityPolicy fields (the reference ignored these)
     [retry]                     # WebhookRetryPolicy fields
 
+    [tls]                       # optional: serve HTTPS
+    cert_file = "server.pem"    # certificate chain (PEM)
+    key_file = "server.key"     # its private key (PEM)
+    client_ca_file = "ca.pem"   # verify client certificates against this CA (mTLS)
+
+With ``[tls] client_ca_file`` a request that presents a certificate verified
+against that CA counts as ``client_cert_present`` (the reference never set it,
+so ``require_mtls`` refused every request); ``require_mtls = true`` without
+``client_ca_file`` is refused at load time for that reason.
+
 Secret values never appear in error messages.
 """
 
@@ -41,12 +51,22 @@ from converge.extensions.connectors.retry import WebhookRetryPolicy
 
 TOP_KEYS = (
     "bind", "port", "connector_id", "store_backend", "store_path", "outbound_token_ref",
-    "providers", "secrets", "security", "retry",
+    "providers", "secrets", "security", "retry", "tls",
 )
+TLS_KEYS = ("cert_file", "key_file", "client_ca_file")
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_"))
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """HTTPS for the sidecar; with ``client_ca_file`` clients may authenticate with certificates."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,7 @@ class SidecarConfig:
     outbound_token_ref: str | None = None
     security_policy: WebhookSecurityPolicy = field(default_factory=WebhookSecurityPolicy)
     retry_policy: WebhookRetryPolicy = field(default_factory=WebhookRetryPolicy)
+    tls: TlsSettings | None = None
 
 
 def load_sidecar_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> SidecarConfig:
@@ -130,6 +151,13 @@ def parse_sidecar_config(
                 f"provider {profile.name!r} in {where} uses secret_ref {profile.secret_ref!r}, "
                 "which has no non-empty entry in [secrets]"
             )
+    security = _table(WebhookSecurityPolicy, data.get("security", {}), "security", where)
+    tls = _tls(data.get("tls"), where)
+    if security.require_mtls and (tls is None or tls.client_ca_file is None):
+        raise ConfigError(
+            f"[security] require_mtls = true in {where} needs [tls] client_ca_file: "
+            "without verified client certificates every request would be refused"
+        )
     return SidecarConfig(
         provider_profiles=providers,
         secrets=secrets,
@@ -139,9 +167,26 @@ def parse_sidecar_config(
         store_backend=strings["store_backend"].lower(),
         store_path=optional["store_path"],
         outbound_token_ref=token_ref,
-        security_policy=_table(WebhookSecurityPolicy, data.get("security", {}), "security", where),
+        security_policy=security,
         retry_policy=_table(WebhookRetryPolicy, data.get("retry", {}), "retry", where),
+        tls=tls,
     )
+
+
+def _tls(raw: Any, where: str) -> TlsSettings | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[tls] in {where} must be a table")
+    for key, value in raw.items():
+        if key not in TLS_KEYS:
+            raise ConfigError(f"unknown key {key!r} in [tls] of {where}; accepted keys: {', '.join(TLS_KEYS)}")
+        if not isinstance(value, str) or not Path(value).is_file():
+            raise ConfigError(f"[tls] {key} = {value!r} in {where} is not a readable file")
+    for required in ("cert_file", "key_file"):
+        if required not in raw:
+            raise ConfigError(f"[tls] in {where} is missing the required key {required!r}")
+    return TlsSettings(raw["cert_file"], raw["key_file"], raw.get("client_ca_file"))
 
 
 def _secrets(raw: Any, where: str, environ: Mapping[str, str]) -> SecretMap:
@@ -195,4 +240,4 @@ def _build(cls: type, raw: dict[str, Any], label: str, where: str, accepted: tup
         raise ConfigError(f"{label} of {where}: {exc}") from exc
 
 
-__all__ = ["TOP_KEYS", "SidecarConfig", "load_sidecar_config", "parse_sidecar_config"]
+__all__ = ["TOP_KEYS", "SidecarConfig", "TlsSettings", "load_sidecar_config", "parse_sidecar_config"]

@@ -17,8 +17,11 @@ Verified events are handed over through the store: an event of a profile with
 agents using the same SQLite/Redis store pick it up); a message becomes
 ``webhook:inbound:<message id>`` holding ``Message.to_dict()``.
 
+With a ``[tls]`` table it serves HTTPS, and with ``client_ca_file`` a verified
+client certificate sets ``client_cert_present`` for the mTLS check.
+
 The sidecar is a single asyncio program (no threads): ``converge webhook-sidecar
--c FILE [--json-logs]`` prints ``webhook-sidecar listening on http://HOST:PORT``
+-c FILE [--json-logs]`` prints ``webhook-sidecar listening on http(s)://HOST:PORT``
 once it accepts connections, and exits with status 0 on SIGINT/SIGTERM after
 draining; queued outbound actions that were not sent become dead letters.
 """
@@ -31,6 +34,7 @@ import hmac
 import json
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -110,7 +114,7 @@ class WebhookSidecar:
             connector_id=cfg.connector_id, outbound_sender=self._sender,
         )
         self.gateway = WebhookGateway(self.connector)
-        server = HttpServer(self._handle, cfg.bind, cfg.port)
+        server = HttpServer(self._handle, cfg.bind, cfg.port, ssl_context=_ssl_context(cfg))
         await server.start()
         self._server = server
         self._tasks = [
@@ -216,13 +220,15 @@ class WebhookSidecar:
             return _status(404)
         size = req.content_length() if req.method == "POST" else 0
         refused = self.connector.precheck_inbound(
-            provider, method=req.method, headers=req.headers, body_size=size, remote_addr=req.remote_addr
+            provider, method=req.method, headers=req.headers, body_size=size,
+            remote_addr=req.remote_addr, client_cert_present=req.client_cert_present,
         )
         if refused is not None:
             return refused
         body = await req.read_body(self.config.security_policy.max_payload_bytes)
         return await self.connector.accept_inbound_http(
-            provider, method=req.method, headers=req.headers, raw_body=body, remote_addr=req.remote_addr
+            provider, method=req.method, headers=req.headers, raw_body=body,
+            remote_addr=req.remote_addr, client_cert_present=req.client_cert_present,
         )
 
     async def _outbound(self, req: Request) -> Response:
@@ -243,6 +249,19 @@ class WebhookSidecar:
         return json_response(status, answer)
 
 
+def _ssl_context(cfg: SidecarConfig) -> ssl.SSLContext | None:
+    if cfg.tls is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cfg.tls.cert_file, cfg.tls.key_file)
+    if cfg.tls.client_ca_file is not None:
+        context.load_verify_locations(cfg.tls.client_ca_file)
+        # Optional: a request without a certificate still gets an answer (401 from the mTLS check, counted).
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
 def _status(code: int) -> Response:
     text = {404: "not found", 405: "method not allowed"}[code]
     return json_response(code, json.dumps({"error": text}).encode())
@@ -261,7 +280,8 @@ async def serve(config: SidecarConfig, *, stop: asyncio.Event | None = None, ann
             host, port = sidecar.address
             logger.info("webhook sidecar listening on %s:%d", host, port)
             if announce:
-                print(f"webhook-sidecar listening on http://{host}:{port}", flush=True)
+                scheme = "https" if config.tls is not None else "http"
+                print(f"webhook-sidecar listening on {scheme}://{host}:{port}", flush=True)
             await stop.wait()
             logger.info("webhook sidecar stopping")
     finally:
@@ -320,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         asyncio.run(serve(config))
-    except OSError as exc:  # e.g. the address is in use
-        print(f"converge webhook-sidecar: error: cannot listen on {config.bind}:{config.port}: {exc}", file=sys.stderr)
+    except OSError as exc:  # the address is in use, a TLS file does not load, the store is unreachable...
+        print(f"converge webhook-sidecar: error: could not start on {config.bind}:{config.port}: {exc}", file=sys.stderr)
         return 1
     return 0
 
