@@ -99,6 +99,13 @@ async def test_parses_the_decision_array_in_every_reply_shape(reply):
     assert agent.last_decide_error is None and agent.last_raw_response == reply
 
 
+def test_reference_helper_names_still_work():
+    agent, _ = agent_with([])
+    assert agent._parse_decisions(CLAIM) == ([ClaimTask("t1")], True)
+    assert agent._parse_decisions("nope") == ([], False)
+    assert agent._format_messages_and_tasks([MSG], [])[-1]["content"].startswith("Messages: ")
+
+
 def test_extract_json_array_is_string_aware():
     assert _extract_json_array("") == "[]"
     assert _extract_json_array('x ["a]", "b[", \'c]\'] tail ]') == '["a]", "b[", \'c]\']'

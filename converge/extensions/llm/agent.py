@@ -146,6 +146,16 @@ class LLMAgent(Agent):
         chat.append({"role": "user", "content": content})
         return chat
 
+    _format_messages_and_tasks = build_chat  # the reference's name
+
+    def _parse_decisions(self, response: str) -> tuple[list[Any], bool]:
+        """The reference's parser: ``(decisions, parsed_ok)``; unusable items are left out."""
+        try:
+            items = decode_items(response)
+        except ItemError:
+            return [], False
+        return build_decisions(items, self.id)[0], True
+
     # -- bookkeeping -----------------------------------------------------
     def _count(self, name: str, reason: str | None = None, n: int = 1) -> None:
         self.counters[name if reason is None else f"{name}:{reason}"] += n
