@@ -82,6 +82,13 @@ def read_env(environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any, s
     return found
 
 
+def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``CONVERGE_*`` variables that are not configuration keys (likely typos), sorted."""
+    environ = os.environ if environ is None else environ
+    known = {ENV_PREFIX + key.upper() for key in KEYS} | {CONFIG_ENV}
+    return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+
+
 def read_file(path: str | os.PathLike[str]) -> dict[str, tuple[Any, str]]:
     """Keys of a TOML or YAML config file as ``{key: (value, source)}``.
 
@@ -254,5 +261,6 @@ __all__ = [
     "load_run_config",
     "read_env",
     "read_file",
+    "unknown_env",
     "validate",
 ]

@@ -25,9 +25,16 @@ import sys
 from typing import Any
 
 from converge._config import RunConfig, close_store, create_store
+from converge.coordination.pool_manager import PoolManager
+from converge.coordination.task_manager import TaskManager
 from converge.core.agent import Agent
 from converge.core.identity import Identity
 from converge.errors import ConvergeError
+from converge.extensions.storage.memory import MemoryStore
+from converge.network.discovery import DiscoveryService
+from converge.network.network import build_descriptor
+from converge.observability.metrics import MetricsCollector
+from converge.runtime import AgentRuntime
 
 logger = logging.getLogger("converge.cli")
 PROG = "converge run"
@@ -79,12 +86,7 @@ class _Network:
         self.started: list[Any] = []
 
     def build(self) -> None:
-        from converge.coordination.pool_manager import PoolManager
-        from converge.coordination.task_manager import TaskManager
-        from converge.extensions.storage.memory import MemoryStore
-        from converge.network.discovery import DiscoveryService
-        from converge.observability.metrics import MetricsCollector
-
+        """Open the store and create discovery and the managers (blocking: run it in a worker thread)."""
         cfg = self.config
         self.store = create_store(cfg.store_backend, cfg.store_path, legacy_discovery_store=cfg.discovery_store)
         if self.store is None and cfg.shared_managers:
@@ -98,9 +100,6 @@ class _Network:
         self.metrics = MetricsCollector()
 
     async def start(self) -> None:
-        from converge.network.network import build_descriptor
-        from converge.runtime import AgentRuntime
-
         cfg = self.config
         for i in range(cfg.agents):
             agent = Agent(Identity.generate())
@@ -158,7 +157,7 @@ async def _main(config: RunConfig) -> int:
     status = 0
     try:
         try:
-            network.build()
+            await asyncio.to_thread(network.build)
             await network.start()
         except Exception as exc:
             logger.debug("start-up failed", exc_info=True)

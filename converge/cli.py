@@ -25,6 +25,7 @@ from converge._config import (
     load_run_config,
     read_env,
     read_file,
+    unknown_env,
     validate,
 )
 from converge.errors import ConfigError, MissingExtraError
@@ -103,6 +104,9 @@ def _run(path: str | None, *, verbose: bool) -> int:
     except (ConfigError, MissingExtraError) as exc:
         print(f"{PROG} run: error: {exc}", file=sys.stderr)
         return 2
+    for name in unknown_env():
+        accepted = ", ".join(ENV_PREFIX + key.upper() for key in KEYS)
+        print(f"{PROG} run: warning: ignoring unknown environment variable {name}; accepted: {accepted}", file=sys.stderr)
     from converge.observability.logging import configure_logging
 
     configure_logging(logging.DEBUG if verbose else logging.INFO, stream=sys.stderr)

@@ -150,10 +150,12 @@ def test_yaml_tcp_port_0_redis_and_sigterm(tmp_path, redis_url):
 
 @pytest.mark.slow
 def test_environment_only_and_converge_config_default(tmp_path):
-    run = Run(["run"], cwd=tmp_path, env={"CONVERGE_AGENTS": "3", "CONVERGE_STORE_BACKEND": "memory"})
+    env = {"CONVERGE_AGENTS": "3", "CONVERGE_STORE_BACKEND": "memory", "CONVERGE_PROT": "9"}
+    run = Run(["run"], cwd=tmp_path, env=env)
     agents, details = run.started()
     assert len(agents) == 3 and details == {"transport": "local", "store": "memory", "pool": "-"}
     assert run.stop() == 0
+    assert any("unknown environment variable CONVERGE_PROT" in line for line in run.err)  # a typo is not silent
 
     cfg = tmp_path / "c.toml"
     cfg.write_text('transport = "websocket"\nport = 0\n')
@@ -182,7 +184,8 @@ def test_port_in_use_exit_1(tmp_path):
         port = busy.getsockname()[1]
         run = Run(["run"], cwd=tmp_path, env={"CONVERGE_TRANSPORT": "tcp", "CONVERGE_PORT": str(port)})
         assert run.wait() == 1
-    assert len(run.err) == 1 and "could not start" in run.err[0]
+    errors = [line for line in run.err if line.startswith("converge run: error:")]
+    assert len(errors) == 1 and "could not start" in errors[0] and str(port) in errors[0]
 
 
 def test_no_command_is_a_usage_error(tmp_path):

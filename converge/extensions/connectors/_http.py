@@ -139,14 +139,14 @@ class HttpServer:
             response = await self._respond(reader, writer)
             if response is not None:
                 await _write(writer, *response)
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        except (OSError, asyncio.IncompleteReadError) as exc:  # reset, broken pipe, TLS errors
             logger.debug("client connection ended early: %r", exc)
         finally:
             self._connections.discard(task)
             writer.close()
             try:
                 await writer.wait_closed()
-            except ConnectionError as exc:
+            except OSError as exc:
                 logger.debug("error while closing a client connection: %r", exc)
 
     async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Response | None:
