@@ -150,6 +150,7 @@ class Lab:
             return
         self._closed = True
         for h in self._handles.values():
+            h.runtime.pause()  # nobody starts a new step while the others stop
             h.gate.cancel()
         for h in list(self._handles.values()):
             await h.runtime.stop()

@@ -147,23 +147,37 @@ class Frames:
         } for t in tasks]
         return self._df(rows, TASK_COLUMNS)
 
-    def messages(self) -> pd.DataFrame:
-        """Every message the lab saw (bounded by ``retention``): delivered, injected, rejected, undeliverable."""
+    def messages(self, last: int | None = None) -> pd.DataFrame:
+        """Every message the lab saw (bounded by ``retention``): delivered, injected, rejected, undeliverable.
+
+        Args:
+            last: only the newest ``last`` messages.
+        """
         lab = self._lab
+        entries = list(lab.journal.messages)
+        if last is not None:
+            entries = entries[-last:]
         rows = [{
             "time": _ts(e.at), "message_id": e.message.id, "sender": lab._name_of(e.message.sender),
             "recipient": lab._name_of(e.message.recipient) if e.message.recipient else None,
             "delivered_to": [lab._name_of(a) for a in e.delivered_to], "topics": [str(t) for t in e.message.topics],
             "payload": summarize(e.message.payload), "signed": bool(e.message.signature),
             "verified": self._verified(e), "status": e.status, "reason": e.reason,
-        } for e in list(lab.journal.messages)]
+        } for e in entries]
         return self._df(rows, MESSAGE_COLUMNS)
 
-    def steps(self) -> pd.DataFrame:
-        """Every StepRecord the lab kept (idle steps included; filter on ``idle``)."""
+    def steps(self, last: int | None = None, *, include_idle: bool = True) -> pd.DataFrame:
+        """Every StepRecord the lab kept (idle steps included unless ``include_idle=False``).
+
+        Args:
+            last: only the newest ``last`` records (after the idle filter).
+        """
         lab = self._lab
+        records = [r for r in list(lab.journal.steps) if include_idle or not r.idle]
+        if last is not None:
+            records = records[-last:]
         rows = []
-        for r in list(lab.journal.steps):
+        for r in records:
             t = r.timings
             rows.append({
                 "agent": lab._name_of(r.agent_id), "step": r.step, "time": _ts(r.started_at),

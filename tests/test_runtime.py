@@ -320,3 +320,17 @@ async def test_echo_ping_pong_between_running_runtimes(registry):
     async with ra, rb:
         registry.get_queue(a.id).put_nowait(Message(sender=b.id, recipient=a.id, payload={"n": 0}).sign(b.identity))
         await wait_for(lambda: a.replies == 5 and b.replies == 5)
+
+
+async def test_errors_an_agent_reports_instead_of_raising_are_on_the_record(registry):
+    class Reporting(FunctionAgent):
+        def drain_errors(self):
+            return [ValueError("model said nonsense")] if self.calls and len(self.calls) == 1 else []
+
+    agent = Reporting(lambda ag, m, t: [])
+    rt = make_runtime(agent, registry, manual=True)
+    async with rt:
+        inject(registry, agent.id, {})
+        await wait_for(lambda: len(rt.inbox) == 1)
+        rec = await rt.step()
+    assert rec.error == "ValueError: model said nonsense" and rec.error_phase == "decide:output"

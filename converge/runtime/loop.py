@@ -154,6 +154,7 @@ class AgentRuntime:
         self._rebuild_hooks()
         self._decide = _decide_caller(agent)
         self._drain_usage = getattr(agent, "drain_usage", None)
+        self._drain_errors = getattr(agent, "drain_errors", None)
         if hasattr(self.inbox, "add_drop_listener"):
             self.inbox.add_drop_listener(self._on_inbox_drop)
 
@@ -428,6 +429,12 @@ class AgentRuntime:
                 await self._fail(ctx, "decide", exc)
                 break
             decide_time += clock() - td
+            if self._drain_errors is not None:
+                # errors the agent reported instead of raising (e.g. malformed LLM output): on the record too
+                for reported in self._drain_errors() or ():
+                    if error is None:
+                        error, phase = describe_error(reported), "decide:output"
+                    await self._fail(ctx, "decide:output", reported)
             if self._drain_usage is not None:
                 usage.extend(self._drain_usage() or ())
                 ctx.usage = usage

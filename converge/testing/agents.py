@@ -15,21 +15,25 @@ from converge.core.message import Message
 class FunctionAgent(Agent):
     """An agent whose decisions come from ``fn(agent, messages, tasks) -> list``; sync or async fn.
 
-    Every call is recorded in :attr:`calls` as ``(messages, tasks)``.
+    Every call is recorded in :attr:`calls` as ``(messages, tasks)`` unless
+    ``record_calls=False`` (use that for long runs: the record is unbounded).
     """
 
     def __init__(self, fn: Callable[..., Any], identity: Identity | None = None, *, name: str | None = None,
-                 capabilities: Iterable[Any] = (), topics: Iterable[Any] = ()) -> None:
+                 capabilities: Iterable[Any] = (), topics: Iterable[Any] = (), record_calls: bool = True) -> None:
         super().__init__(identity or Identity.generate())
         self.fn = fn
         self.name = name or "agent"
         self.capabilities = list(capabilities)
         self.topics = list(topics)
         self.calls: list[tuple[list[Any], list[Any]]] = []
+        self.record_calls = record_calls
 
     async def adecide(self, messages: list[Any], tasks: list[Any], **kwargs: Any) -> list[Any]:
-        self.calls.append((list(messages), list(tasks)))
-        result = self.fn(self, messages, tasks, **kwargs) if _accepts_kwargs(self.fn) else self.fn(self, messages, tasks)
+        if self.record_calls:
+            self.calls.append((list(messages), list(tasks)))
+        fn = self.fn
+        result = fn(self, messages, tasks, **kwargs) if (kwargs and _accepts_kwargs(fn)) else fn(self, messages, tasks)
         if inspect.isawaitable(result):
             result = await result
         return list(result or [])

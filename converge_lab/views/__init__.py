@@ -66,24 +66,40 @@ class Views:
         self.redraws = 0
         self._unsubscribe = lab.journal.subscribe(self._on_event)
         self._dashboard: Any = None
+        self._by_kind: dict[str, set[str]] = {}
+        self.visible: set[str] | None = None  # None: every view is visible; the dashboard narrows it to its tab
 
     # ------------------------------------------------------------------ events
     def _on_event(self, kind: str, item: Any) -> None:
-        for name, view in self._views.items():
-            if kind in view.kinds:
-                self._dirty.add(name)
-        if self._dirty and self._handle is None:
+        names = self._by_kind.get(kind)
+        if not names:
+            return
+        self._dirty |= names
+        if self._handle is None and self._needs_flush():
             loop = self.lab._loop
             if loop is None or loop.is_closed():
                 return
             delay = max(0.0, self._last_flush + self.min_interval - time.monotonic())
             self._handle = loop.call_later(delay, self.flush)
 
-    def flush(self) -> None:
-        """Redraw every stale view now."""
+    def _needs_flush(self) -> bool:
+        return bool(self._dirty if self.visible is None else self._dirty & self.visible)
+
+    def show(self, names: set[str] | None) -> None:
+        """Set which views are on screen (None: all); stale views that become visible redraw now."""
+        self.visible = names
+        if self._needs_flush():
+            self.flush()
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Redraw the stale views that are visible (all stale views with ``everything=True``)."""
         self._handle = None
         self._last_flush = time.monotonic()
-        dirty, self._dirty = self._dirty, set()
+        if everything or self.visible is None:
+            dirty, self._dirty = self._dirty, set()
+        else:
+            dirty = self._dirty & self.visible
+            self._dirty -= dirty
         for name in dirty:
             view = self._views.get(name)
             if view is None:
@@ -102,9 +118,14 @@ class Views:
             self._handle = None
         self._unsubscribe()
 
+    def _register(self, view: View) -> None:
+        self._views[view.name] = view
+        for kind in view.kinds:
+            self._by_kind.setdefault(kind, set()).add(view.name)
+
     def _view(self, name: str, render: Callable[[], str], kinds: set[str]) -> Any:
         if name not in self._views:
-            self._views[name] = View(name, render, kinds)
+            self._register(View(name, render, kinds))
         return self._views[name].widget
 
     # ------------------------------------------------------------------ panels
@@ -132,8 +153,8 @@ class Views:
         return self._view("costs", self._render_costs, {STEP})
 
     def steps(self) -> Any:
-        return self._view("steps", lambda: _render.table(self.lab.frames.steps().query("not idle"), empty="no steps yet",
-                                                         max_rows=50), {STEP})
+        return self._view("steps", lambda: _render.table(self.lab.frames.steps(50, include_idle=False),
+                                                         empty="no steps yet", max_rows=50), {STEP})
 
     def breakpoints(self) -> Any:
         from converge_lab.views._breakpoints import BreakpointPanel
@@ -143,7 +164,7 @@ class Views:
             view = View("breakpoints", panel.render_list, {HIT, PENDING, STATE})
             view.panel = panel  # type: ignore[attr-defined]
             view.redraw = panel.redraw  # type: ignore[method-assign]
-            self._views["breakpoints"] = view
+            self._register(view)
             panel.redraw()
         return self._views["breakpoints"].panel.widget  # type: ignore[attr-defined]
 
@@ -158,12 +179,14 @@ class Views:
     # ------------------------------------------------------------------ renderers
     def _render_messages(self) -> str:
         lab = self.lab
-        df = lab.frames.messages()
+        df = lab.frames.messages(last=60)
         rows = [{"sender": r.sender, "targets": list(r.delivered_to) or ([r.recipient] if r.recipient else []),
                  "label": r.payload, "verified": bool(r.verified), "status": r.status}
-                for r in df.tail(60).itertuples(index=False)]
+                for r in df.itertuples(index=False)]
         names = [h.name for h in lab.agents]
-        return _render.sequence_diagram(names, rows) + _render.table(df, empty="no messages yet", max_rows=15)
+        total = len(lab.journal.messages)
+        note = f'<div class="cvl muted">{total} messages kept; newest 60 drawn, 15 listed</div>'
+        return _render.sequence_diagram(names, rows) + note + _render.table(df.tail(15), empty="no messages yet")
 
     def _render_trace(self) -> str:
         lab = self.lab

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from converge_lab.views import Views
 
 TABS = ("Agents", "Steps", "Inbox", "Pools", "Tasks", "Messages", "Trace", "Costs", "Breakpoints")
+VIEW_OF_TAB = ("agents", "steps", "inbox", "pools", "tasks", "messages", "trace", "costs", "breakpoints")
 
 
 def _make_box_class() -> type:
@@ -63,6 +64,10 @@ class Dashboard:
         self.tabs = w.Tab(children=panels)
         for i, title in enumerate(TABS):
             self.tabs.set_title(i, title)
+        self.tabs.selected_index = 0
+        # Only the selected tab redraws; the others catch up when selected (keeps the kernel loop responsive).
+        self.tabs.observe(self._guard(self._on_tab), names="selected_index")
+        views.show({VIEW_OF_TAB[0]})
         controls = w.HBox([self.agent_picker, self.step_button, self.play_button, self.idle_button, self.steps_per_redraw])
         box_cls = _make_box_class()
         self.widget = box_cls([controls, self.status, self.errors, self.tabs])
@@ -121,7 +126,7 @@ class Dashboard:
 
     async def _step(self, agent: Any, n: int) -> None:
         await self.views.lab.step(agent, n)
-        self.views.flush()
+        self.views.flush(everything=True)  # a click is rare: bring every tab up to date at once
 
     def _on_idle(self, _button: Any) -> None:
         self._run(self.views.lab.run_until_idle(), "Run until idle")
@@ -135,6 +140,10 @@ class Dashboard:
         else:
             lab.pause(agent)
             self.play_button.description, self.play_button.icon = "Play", "play"
+
+    def _on_tab(self, change: dict[str, Any]) -> None:
+        index = change["new"]
+        self.views.show({VIEW_OF_TAB[index]} if index is not None else set())
 
     def _on_pick(self, change: dict[str, Any]) -> None:
         self.views.selected = change["new"]
