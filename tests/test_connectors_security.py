@@ -423,3 +423,18 @@ async def test_secrets_never_leak(caplog):
     assert caplog.records  # rejections were logged
     assert all(SECRET not in t for t in texts)
     assert any("signature mismatch" in t for t in texts)  # the detailed reason is in the log, not the response
+
+
+def test_public_names_match_the_reference():
+    import converge.extensions
+    import converge.extensions.connectors as connectors
+
+    assert sorted(connectors.__all__) == [
+        "CircuitBreaker", "InboundWebhookEvent", "OutboundWebhookAction", "ProviderProfile", "WebhookConnector",
+        "WebhookGateway", "WebhookRetryPolicy", "WebhookSecurity", "WebhookSecurityError", "WebhookSecurityPolicy",
+    ]
+    for name in ("ProviderProfile", "WebhookConnector", "WebhookGateway", "WebhookRetryPolicy", "WebhookSecurityPolicy"):
+        assert getattr(converge.extensions, name) is getattr(connectors, name)
+    from converge.extensions.connectors import sidecar
+
+    assert callable(sidecar.run_webhook_sidecar) and callable(sidecar._load_sidecar_config) and callable(sidecar.main)

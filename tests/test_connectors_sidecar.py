@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from converge.coordination.task_manager import TaskManager
 from converge.core.task import Task, TaskState
 from converge.errors import ConfigError
 from converge.extensions.connectors import ProviderProfile
@@ -228,6 +229,8 @@ def test_sidecar_subprocess_serves_and_stops_on_sigint(tmp_path, receiver):
         tasks = [store.get(k) for k in store.list("task:")]
         assert len(tasks) == 1 and isinstance(tasks[0], Task) and tasks[0].state is TaskState.PENDING
         assert tasks[0].inputs["event"]["event_id"] == "j1"
+        # an agent's task manager on the same store sees it as pending work
+        assert [t.id for t in TaskManager(store).list_pending_tasks(refresh_from_store=True)] == [tasks[0].id]
     logs = [json.loads(line) for line in proc.err_lines if line.strip()]
     assert any(entry.get("reason") == "duplicate" for entry in logs)
     assert all(SECRET not in line for line in proc.err_lines + proc.out_lines)
@@ -386,6 +389,7 @@ async def test_task_profile_is_handed_over_as_pending_task_and_not_ready_on_clos
     task = store.get(key)
     assert key == f"task:{task.id}" and task.state is TaskState.PENDING
     assert task.objective == {"type": "webhook_event", "provider": "jobs"}
+    assert [t.id for t in TaskManager(store).list_pending_tasks(refresh_from_store=True)] == [task.id]
 
 
 async def test_run_webhook_sidecar_refuses_a_running_loop():

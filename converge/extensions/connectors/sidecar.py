@@ -13,8 +13,9 @@ Routes:
   (Prometheus text). Anything else: ``404``; a known path with the wrong method: ``405``.
 
 Verified events are handed over through the store: an event of a profile with
-``emit_as = "task"`` becomes a pending ``task:<id>`` (the shared key layout, so
-agents using the same SQLite/Redis store pick it up); a message becomes
+``emit_as = "task"`` is submitted through a ``TaskManager`` on the sidecar's
+store (a pending ``task:<id>`` that agents using the same SQLite/Redis store
+pick up on their next refresh); a message becomes
 ``webhook:inbound:<message id>`` holding ``Message.to_dict()``.
 
 With a ``[tls]`` table it serves HTTPS, and with ``client_ca_file`` a verified
@@ -30,17 +31,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hmac
 import json
 import logging
 import signal
 import ssl
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from converge._config import close_store, create_store
+from converge.coordination.task_manager import TaskManager
 from converge.core.store import Store
+from converge.core.task import Task
 from converge.errors import ConfigError
 from converge.extensions.connectors._http import HttpServer, Request, Response, json_response
 from converge.extensions.connectors._redact import SecretMap
@@ -91,6 +95,7 @@ class WebhookSidecar:
         self.gateway: WebhookGateway | None = None
         self._server: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._task_manager: TaskManager | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -184,12 +189,17 @@ class WebhookSidecar:
 
     async def _store_event(self, item: Any) -> None:
         assert self.store is not None and self.connector is not None
-        if hasattr(item, "objective"):
-            key, value = f"task:{item.id}", item
+        if isinstance(item, Task):
+            # Through a TaskManager, so the pending index and change log that agents refresh from see it.
+            key = f"task:{item.id}"
+            if self._task_manager is None:
+                self._task_manager = TaskManager(self.store)
+            write: Callable[[], Any] = functools.partial(self._task_manager.submit, item)
         else:
-            key, value = f"{INBOUND_MESSAGE_PREFIX}{item.id}", item.to_dict()
+            key = f"{INBOUND_MESSAGE_PREFIX}{item.id}"
+            write = functools.partial(self.store.put, key, item.to_dict())
         try:
-            await asyncio.to_thread(self.store.put, key, value)
+            await asyncio.to_thread(write)
         except Exception:
             self.connector.metrics.inc("webhook_inbound_error_total", labels={"reason": "store"})
             logger.exception("could not hand verified webhook event over to the store as %s", key)
