@@ -90,3 +90,32 @@ def redis_url(redis_server):
     client.flushdb()
     client.close()
     return redis_server["url"]
+
+
+async def eventually(pred, timeout: float = 5.0, interval: float = 0.005) -> None:
+    """Await until ``pred()`` is true (polling on the running loop); AssertionError after ``timeout``."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if pred():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+async def no_leaked_tasks():
+    """Fail when a test leaves a task running or the loop reports an unhandled error."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    loop_errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+    yield
+    await asyncio.sleep(0)
+    current = asyncio.current_task()
+    leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    assert leftover == []
+    assert loop_errors == []

@@ -16,15 +16,9 @@ from converge_lab import Lab, LabError
 from converge_lab.frames import (AGENT_COLUMNS, COST_COLUMNS, INBOX_COLUMNS, MESSAGE_COLUMNS, POOL_COLUMNS,
                                  STEP_COLUMNS, TASK_COLUMNS, TRACE_COLUMNS)
 
+from conftest import eventually
 
-async def eventually(pred, timeout=3.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not met in time")
+
 
 
 @pytest.fixture

@@ -10,18 +10,11 @@ from converge.core.decisions import SendMessage
 from converge.core.message import Message
 from converge.testing.agents import EchoAgent, FunctionAgent
 from converge_lab import Lab
+from conftest import eventually
 
 ipywidgets = pytest.importorskip("ipywidgets")
 
 
-async def eventually(pred, timeout=3.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from converge.observability.metrics import MetricsCollector
 from converge.runtime import AgentRuntime
 from converge.testing.agents import FunctionAgent
 from converge.testing.llm_servers import AnthropicServer, MistralServer, OpenAIServer, Reply
+from conftest import eventually as wait_for
 
 KEY = "sk-runtime-test-key-000111"
 VENDORS = {
@@ -40,13 +41,6 @@ VENDORS = {
 }
 
 
-async def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not met within timeout")
 
 
 def runtime_for(agent, registry, store, **kw):

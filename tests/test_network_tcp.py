@@ -20,18 +20,7 @@ from converge.network.transport.tcp import TcpTransport, tcp_topic
 from converge.observability.metrics import MetricsCollector
 
 
-@pytest.fixture(autouse=True)
-async def no_leaked_tasks():
-    """Fail when a test leaves a task running or the loop reports an unhandled error."""
-    loop = asyncio.get_running_loop()
-    loop_errors: list[dict] = []
-    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
-    yield
-    await asyncio.sleep(0)
-    current = asyncio.current_task()
-    leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    assert leftover == []
-    assert loop_errors == []
+pytestmark = pytest.mark.usefixtures("no_leaked_tasks")  # from conftest
 
 
 class DropWatcher:

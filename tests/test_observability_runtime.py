@@ -20,6 +20,7 @@ from converge.observability import MetricsCollector, ReplayLog, ReplayRunner, Ru
 from converge.observability.tracing import InMemorySpanExporter, register_span_exporter, reset_span_exporters
 from converge.runtime import AgentRuntime
 from converge.testing.agents import FunctionAgent
+from conftest import eventually as wait_for
 
 
 @pytest.fixture
@@ -47,13 +48,6 @@ def runtime_for(agent, registry, **kw):
                         scheduler_timeout_sec=0.05, **kw)
 
 
-async def wait_for(pred, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met within timeout")
 
 
 def scrape(url: str, path: str) -> tuple[int, str, str]:

@@ -19,6 +19,7 @@ from converge.network.transport.local import LocalTransport, LocalTransportRegis
 from converge.observability.metrics import MetricsCollector
 from converge.runtime import AgentRuntime, Inbox, StepRecord
 from converge.testing.agents import EchoAgent, FunctionAgent
+from conftest import eventually as wait_for
 
 
 @pytest.fixture
@@ -30,13 +31,6 @@ def make_runtime(agent, registry, **kw):
     return AgentRuntime(agent, LocalTransport(agent.id, registry=registry), receive_timeout_sec=0.5, **kw)
 
 
-async def wait_for(pred, timeout=3.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not met within timeout")
 
 
 def inject(registry, target_id, payload, sender=None):
