@@ -121,3 +121,39 @@ def test_threads_on_separate_managers_claim_each_task_once(tmp_path):
         t.join(60)
     all_claims = [tid for ids in claimed.values() for tid in ids]
     assert sorted(all_claims) == sorted(f"t{i}" for i in range(120))
+
+
+def test_managers_on_a_real_redis_share_tasks_and_pools(redis_url):
+    from converge.extensions.storage.redis_store import RedisStore
+
+    with RedisStore(redis_url) as seed:
+        PoolManager(seed).create_pool({"id": "grid"})
+        tm = TaskManager(seed)
+        for i in range(60):
+            tm.submit(Task(id=f"r{i}", pool_id="grid" if i % 2 else None))
+    claimed: dict[str, list[str]] = {}
+    barrier = threading.Barrier(2)
+
+    def worker(name: str) -> None:
+        with RedisStore(redis_url) as store:
+            tm, pm = TaskManager(store), PoolManager(store)
+            assert pm.join_pool(name, "grid")
+            mine = claimed.setdefault(name, [])
+            barrier.wait()
+            while pending := tm.list_pending_tasks_for_agent(
+                name, pool_ids=pm.get_pools_for_agent(name), refresh_from_store=True
+            ):
+                for task in pending:
+                    if tm.claim(name, task.id):
+                        tm.report(name, task.id, name)
+                        mine.append(task.id)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("east", "west")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claimed["east"] + claimed["west"]) == sorted(f"r{i}" for i in range(60))
+    with RedisStore(redis_url) as store:
+        assert PoolManager(store).get_pool("grid").agents == {"east", "west"}
+        assert all(TaskManager(store).get_task(f"r{i}").state is TaskState.COMPLETED for i in range(60))

@@ -39,7 +39,7 @@ def test_create_join_leave(store):
     assert pm.get_pools_for_agent("a") == ["p"] and pm.get_pools_for_agent("x") == ["p"]
     assert pm.leave_pool("a", "p") and pm.leave_pool("a", "p")  # leaving twice too
     assert pool.agents == {"x"} and pm.get_pools_for_agent("a") == []
-    assert store.get(f"{MEMBER_INDEX_PREFIX}a:p") is None
+    assert store.get(f"{MEMBER_INDEX_PREFIX}a") == []
     assert pm.leave_pool("a", "missing") is False
     assert collector.get_counter("pool_created_total") == 1
     assert collector.get_counter("pool_join_total") == 2 and collector.get_counter("pool_leave_total") == 2
@@ -192,7 +192,7 @@ def test_pools_written_without_the_index_are_found_once():
     store.put("pool:legacy", Pool(id="legacy", agents={"a"}))  # e.g. written by another implementation
     pm = PoolManager(store)
     assert pm.get_pools_for_agent("a") == ["legacy"]
-    assert store.get(f"{MEMBER_INDEX_PREFIX}a:legacy") is not None
+    assert store.get(f"{MEMBER_INDEX_PREFIX}a") == ["legacy"]
 
 
 def test_agent_ids_with_separators_do_not_collide():

@@ -38,6 +38,9 @@ from converge.testing.agents import FunctionAgent
 from conftest import eventually as wait_for
 
 
+pytestmark = pytest.mark.usefixtures("no_leaked_tasks")
+
+
 @pytest.fixture
 def registry():
     return LocalTransportRegistry.isolated()

@@ -15,7 +15,7 @@ implementations only need ``pool:`` and ``task:``):
 ``taskidx:pending:<task_id>``      index: the task is (or is about to be) PENDING
 ``tasklog:<seq>``                  change log: ``{"id", "state", "w"}`` per task write
 ``meta:tasks:seq``                 highest change-log sequence number written (hint)
-``poolidx:member:<agent>:<pool>``  index: the agent is (or was) a member of the pool
+``poolidx:agent:<agent>``          index: ids of the pools the agent joined (a list)
 ``vote:<vote_id>``                 ballots of :class:`~converge.coordination.consensus.StoreVotes`
 ``negotiation:<session_id>``       a store-backed negotiation session
 ``delegation:<delegation_id>``     a store-backed delegation record

@@ -2,22 +2,28 @@
 
 Tasks are grouped by pool id, then into buckets of tasks that every filter
 treats alike (same required capabilities, same topic). Each bucket keeps its
-tasks sorted by ``(-priority, id)``. Listing visits only the buckets of the
-requested pools, tests each bucket once against the filters, and copies (or
-merges) the surviving buckets.
+tasks sorted by ``(-priority, id)``.
+
+A listing is served from a *view*: the sorted list of tasks passing one
+filter (pool ids, capabilities, topics). A view is built once from the
+buckets that pass the filter (O(visible)), then kept up to date as tasks
+come and go (O(log n) per change and view), so the runtime's per-step
+listing is a list copy — or a slice with ``limit``. The most recently used
+``MAX_VIEWS`` views are kept.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from converge.core.task import Task
 
 SortKey = tuple[int, str]
+MAX_VIEWS = 32
 
 
 def sort_key(task: Task) -> SortKey:
@@ -55,13 +61,54 @@ class _Bucket:
             del self.items[i]
 
 
+class _View:
+    """The sorted pending tasks passing one filter, maintained incrementally."""
+
+    __slots__ = ("caps", "items", "keys", "pools", "topics")
+
+    def __init__(self, pools: frozenset[str] | None, caps: frozenset[str] | None, topics: list[Any]) -> None:
+        self.pools = pools
+        self.caps = caps
+        self.topics = topics
+        self.keys: list[SortKey] = []
+        self.items: list[Task] = []
+
+    def passes(self, task: Task) -> bool:
+        if task.pool_id is not None and self.pools is not None and task.pool_id not in self.pools:
+            return False
+        required = task.required_capabilities
+        if required and self.caps is not None and not self.caps.issuperset(required):
+            return False
+        return not (self.topics and task.topic is not None and task.topic not in self.topics)
+
+    def insert(self, key: SortKey, task: Task) -> None:
+        i = bisect_left(self.keys, key)
+        self.keys.insert(i, key)
+        self.items.insert(i, task)
+
+    def remove(self, key: SortKey) -> None:
+        i = bisect_left(self.keys, key)
+        if i < len(self.keys) and self.keys[i] == key:
+            del self.keys[i]
+            del self.items[i]
+
+
+def _view_key(pool_ids: Iterable[str] | None, capabilities: Iterable[str] | None, topics: list[Any] | None) -> Any:
+    return (
+        None if pool_ids is None else frozenset(pool_ids),
+        None if capabilities is None else frozenset(capabilities),
+        frozenset(_topic_key(t) for t in topics) if topics else None,
+    )
+
+
 class PendingIndex:
-    """Pending tasks by id, pool and filter bucket."""
+    """Pending tasks by id, pool and filter bucket, plus maintained views."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
         self._where: dict[str, tuple[Any, tuple[Any, ...], SortKey]] = {}
         self._pools: dict[Any, dict[tuple[Any, ...], _Bucket]] = {}
+        self._views: OrderedDict[Any, _View] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -88,6 +135,9 @@ class PendingIndex:
         bucket.insert(key, task)
         self._tasks[task.id] = task
         self._where[task.id] = (task.pool_id, bucket_id, key)
+        for view in self._views.values():
+            if view.passes(task):
+                view.insert(key, task)
 
     def discard(self, task_id: str) -> Task | None:
         task = self._tasks.pop(task_id, None)
@@ -97,6 +147,8 @@ class PendingIndex:
         buckets = self._pools[pool_id]
         bucket = buckets[bucket_id]
         bucket.remove(key)
+        for view in self._views.values():
+            view.remove(key)
         if not bucket.keys:
             del buckets[bucket_id]
             if not buckets:
@@ -119,28 +171,43 @@ class PendingIndex:
                     continue
                 yield bucket
 
+    def _view(
+        self, pool_ids: Iterable[str] | None, capabilities: Iterable[str] | None, topics: list[Any] | None
+    ) -> _View:
+        pool_ids = None if pool_ids is None else [p for p in pool_ids if p is not None]
+        capabilities = None if capabilities is None else list(capabilities)
+        key = _view_key(pool_ids, capabilities, topics)
+        view = self._views.get(key)
+        if view is not None:
+            self._views.move_to_end(key)
+            return view
+        view = _View(key[0], key[1], list(topics or ()))
+        pairs = sorted(
+            itertools.chain.from_iterable(
+                zip(b.keys, b.items, strict=True) for b in self._buckets(pool_ids, capabilities, topics)
+            )
+        )
+        view.keys = [k for k, _ in pairs]
+        view.items = [t for _, t in pairs]
+        self._views[key] = view
+        while len(self._views) > MAX_VIEWS:
+            self._views.popitem(last=False)
+        return view
+
     def visible(
         self,
         pool_ids: Iterable[str] | None,
         capabilities: Iterable[str] | None,
         topics: list[Any] | None,
         *,
-        sort_by_priority: bool,
         limit: int | None = None,
     ) -> list[Task]:
-        """The pending tasks passing the reference filters (see ``list_pending_tasks_for_agent``)."""
-        buckets = list(self._buckets(pool_ids, capabilities, topics))
-        if not sort_by_priority:
-            chained = itertools.chain.from_iterable(b.items for b in buckets)
-            return list(chained if limit is None else itertools.islice(chained, limit))
-        if len(buckets) == 1:
-            items = buckets[0].items
-            return list(items if limit is None else items[:limit])
-        if limit is not None:
-            merged = heapq.merge(*(zip(b.keys, b.items, strict=True) for b in buckets))
-            return [task for _, task in itertools.islice(merged, limit)]
-        pairs = sorted(itertools.chain.from_iterable(zip(b.keys, b.items, strict=True) for b in buckets))
-        return [task for _, task in pairs]
+        """The pending tasks passing the reference filters, by descending priority then id.
+
+        See ``TaskManager.list_pending_tasks_for_agent`` for the filter semantics.
+        """
+        items = self._view(pool_ids, capabilities, topics).items
+        return list(items) if limit is None else items[:limit]
 
 
 __all__ = ["PendingIndex", "sort_key"]

@@ -69,7 +69,6 @@ def check(task: Task, action: str, agent_id: str | None = None) -> TaskState:
     """
     sources, target = TRANSITIONS[action]
     state = task.state
-    allowed = ", ".join(sorted(s.value for s in sources))
     if state.is_terminal:
         raise illegal(
             task, action, f"cannot {action} task {task.id}: it is already {state.value} (a terminal state)",
@@ -84,7 +83,9 @@ def check(task: Task, action: str, agent_id: str | None = None) -> TaskState:
         )
     if state not in sources:
         raise illegal(
-            task, action, f"cannot {action} task {task.id}: it is {state.value} ({action} is allowed from {allowed})",
+            task, action,
+            f"cannot {action} task {task.id}: it is {state.value}"
+            f" ({action} is allowed from {', '.join(sorted(s.value for s in sources))})",
             agent_id=agent_id,
         )
     return target

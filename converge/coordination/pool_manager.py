@@ -14,9 +14,11 @@ Differences from the reference (its §5.2 and quirks 15/16), on purpose:
   several processes never lose a member; pools are re-read from the store
   (the ``pools`` cache holds live objects updated in place), so membership
   changes made by other processes are visible.
-* ``get_pools_for_agent`` reads the index ``poolidx:member:<agent>:<pool>``
-  (O(the agent's pools)), after one full scan of ``pool:`` keys per manager
-  that indexes pools written by programs keeping no index.
+* ``get_pools_for_agent`` reads the index key ``poolidx:agent:<agent>`` (the
+  list of the agent's pool ids) and those pools: O(the agent's pools), never a
+  scan of the store (``list(prefix)`` walks every key in memory and Redis
+  stores). Once per manager it scans ``pool:`` keys to index pools written by
+  programs that keep no index.
 * Bad specs raise :class:`~converge.errors.ConfigError` naming the key
   (the reference dropped non-policy objects silently or raised ``TypeError``).
 """
@@ -42,7 +44,7 @@ from converge.extensions.storage.memory import MemoryStore
 logger = logging.getLogger("converge.coordination.pool_manager")
 
 POOL_PREFIX = "pool:"
-MEMBER_INDEX_PREFIX = "poolidx:member:"
+MEMBER_INDEX_PREFIX = "poolidx:agent:"
 _POOL_FIELDS = frozenset(f.name for f in dataclasses.fields(Pool))
 _FIELDS = tuple(f.name for f in dataclasses.fields(Pool))
 
@@ -53,8 +55,8 @@ class _Denied(Exception):
         self.kind = kind
 
 
-def _member_prefix(agent_id: str) -> str:
-    return f"{MEMBER_INDEX_PREFIX}{quote(agent_id, safe='')}:"
+def _member_key(agent_id: str) -> str:
+    return f"{MEMBER_INDEX_PREFIX}{quote(agent_id, safe='')}"
 
 
 def _stored_copy(pool: Pool) -> Pool:
@@ -153,8 +155,17 @@ class PoolManager:
             return value
         raise ConfigError(f"store key {POOL_PREFIX + pool_id!r} holds a {type(value).__name__}, not a Pool")
 
-    def _index(self, agent_id: str, pool_id: str) -> None:
-        self.store.put(_member_prefix(agent_id) + pool_id, 1)
+    def _index(self, agent_id: str, pool_id: str, *, member: bool = True) -> None:
+        """Add ``pool_id`` to (or remove it from) the agent's index entry, atomically."""
+
+        def change(current: Any) -> tuple[list[str], None]:
+            ids = [p for p in (current or []) if p != pool_id]
+            return ([*ids, pool_id] if member else ids), None
+
+        current = self.store.get(_member_key(agent_id))
+        if (pool_id in (current or [])) is member:
+            return
+        cas_update(self.store, _member_key(agent_id), change)
 
     # ------------------------------------------------------------------ API
     def create_pool(self, spec: dict[str, Any]) -> Pool:
@@ -274,7 +285,7 @@ class PoolManager:
             except _Denied as exc:
                 logger.info("leave of pool %s by %s ignored: %s", pool_id, agent_id, exc)
                 return False
-            self.store.delete(_member_prefix(agent_id) + pool_id)
+            self._index(agent_id, pool_id, member=False)
             pool = self._remember(stored)
         self._emit("pool_leave")
         self._emit("pool_size", len(pool.agents))
@@ -285,10 +296,9 @@ class PoolManager:
         with self._lock:
             if not self._scanned:
                 self._scan_all()
-            prefix = _member_prefix(agent_id)
             out = []
-            for key in self.store.list(prefix):
-                pool = self._read(key[len(prefix):])
+            for pool_id in self.store.get(_member_key(agent_id)) or []:
+                pool = self._read(pool_id)
                 if pool is not None:
                     self._remember(pool)
                     if agent_id in pool.agents:
@@ -302,8 +312,7 @@ class PoolManager:
             if pool is None:
                 continue
             for agent_id in pool.agents:
-                if self.store.get(_member_prefix(agent_id) + pool.id) is None:
-                    self._index(agent_id, pool.id)
+                self._index(agent_id, pool.id)
         self._scanned = True
 
     def update_trust(self, pool_id: str, agent_id: str, score_delta: float) -> float:

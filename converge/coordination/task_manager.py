@@ -69,9 +69,16 @@ def _claim_ttl(task: Task) -> float | None:
         return None
 
 
+def _clone(task: Task, **changes: Any) -> Task:
+    """A shallow copy with ``changes`` applied (much cheaper than ``dataclasses.replace``)."""
+    new = object.__new__(type(task))
+    new.__dict__.update(task.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
 def _copy_into(target: Task, source: Task) -> None:
-    for name in _FIELDS:
-        setattr(target, name, getattr(source, name))
+    target.__dict__.update({name: source.__dict__[name] for name in _FIELDS})
 
 
 class TaskManager:
@@ -118,7 +125,8 @@ class TaskManager:
     @property
     def pending_task_ids(self) -> set[str]:
         """Ids of the tasks this manager currently knows as PENDING (a copy)."""
-        return set(self._pending.ids())
+        with self._lock:
+            return set(self._pending.ids())
 
     def _emit(self, name: str, *args: Any) -> None:
         fn = getattr(self.coordination_metrics, name, None)
@@ -144,7 +152,7 @@ class TaskManager:
                 stored = dataclasses.replace(stored, priority=0)
         cached = self.tasks.get(stored.id)
         if cached is None:
-            cached = self.tasks[stored.id] = dataclasses.replace(stored)
+            cached = self.tasks[stored.id] = _clone(stored)
         elif cached is not stored:
             _copy_into(cached, stored)
         if cached.state is TaskState.PENDING:
@@ -175,7 +183,7 @@ class TaskManager:
             except InvalidTransition:
                 self._apply(current)
                 raise
-            new = dataclasses.replace(current, state=target, **changes)
+            new = _clone(current, state=target, **changes)
             if self.store.compare_and_set(TASK_PREFIX + task_id, current, new):
                 return current, new
             self.cas_conflicts += 1
@@ -211,7 +219,7 @@ class TaskManager:
             index_key = PENDING_INDEX_PREFIX + task.id
             if pending:
                 self.store.put(index_key, {"pool_id": task.pool_id})
-            self.store.put(TASK_PREFIX + task.id, dataclasses.replace(task))
+            self.store.put(TASK_PREFIX + task.id, _clone(task))
             if not pending:
                 self.store.delete(index_key)
             old = self.tasks.get(task.id)
@@ -329,7 +337,7 @@ class TaskManager:
                 if current is None or current.state is not TaskState.PENDING:
                     self.store.delete(index_key)
                 return False
-            new = dataclasses.replace(current, state=TaskState.PENDING, assigned_to=None, claimed_at=None)
+            new = _clone(current, state=TaskState.PENDING, assigned_to=None, claimed_at=None)
             if self.store.compare_and_set(TASK_PREFIX + task_id, current, new):
                 self._apply(new)
                 self._log.append(task_id, new.state.value)
@@ -403,16 +411,20 @@ class TaskManager:
         filter, an empty ``topics`` list is not. ``agent_id`` is not used.
 
         Args:
-            sort_by_priority: order by descending priority, then ascending id.
+            sort_by_priority: accepted for compatibility; results are always ordered
+                by descending priority, then ascending id (the reference gave no
+                order without it, so this order satisfies both).
             refresh_from_store: first read the changes other managers made.
             limit: return at most this many tasks (cheaper for large backlogs).
         """
         with self._lock:
             if refresh_from_store:
                 self._refresh_incremental()
-            return self._pending.visible(
-                pool_ids, capabilities, topics, sort_by_priority=sort_by_priority, limit=limit
-            )
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+                raise ConfigError(f"limit must be a non-negative int or None, got {limit!r}")
+            # Always in priority order (served from a maintained view); the reference
+            # promised no order without sort_by_priority, so this order is valid either way.
+            return self._pending.visible(pool_ids, capabilities, topics, limit=limit)
 
     # ------------------------------------------------------------------ refresh
     def refresh_from_store(self, *, full: bool = False) -> None:
