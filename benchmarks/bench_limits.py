@@ -1,0 +1,188 @@
+"""The machine's own limits, measured in the same run as everything else.
+
+* ``limits.queue_rt`` — a round trip between two tasks over two ``asyncio.Queue`` objects;
+* ``limits.queue_fanout_50`` — one producer puts a burst of messages into 50 queues, each
+  drained by its own task (deliveries/s);
+* ``limits.loop_tick`` — ``await asyncio.sleep(0)`` in one task (event-loop iterations/s);
+* ``limits.tcp_echo_rt`` — a bare asyncio-streams echo on 127.0.0.1 with the frame size of a
+  signed 200-byte-payload message (4-byte length header + body);
+* ``limits.ed25519_sign`` / ``limits.ed25519_verify`` — the raw primitive on the signing bytes
+  of that message, through the same backend :class:`~converge.core.identity.Identity` uses;
+* ``limits.msgpack_rt`` — ``msgpack.packb`` + ``msgpack.unpackb`` of that message's wire map.
+
+Run alone with ``python -m benchmarks.bench_limits [--quick]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import sys
+import time
+from typing import Any
+
+import msgpack
+
+from benchmarks._fixtures import signed_sample
+from benchmarks._harness import Plan, Result, Sample, measure, timed_loop
+from converge.core.identity import Identity
+
+FANOUT = 50
+
+
+async def _queue_rt(n: int) -> Sample:
+    ping: asyncio.Queue[Any] = asyncio.Queue()
+    pong: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def echo() -> None:
+        while True:
+            item = await ping.get()
+            if item is None:
+                return
+            pong.put_nowait(item)
+
+    task = asyncio.create_task(echo())
+    await asyncio.sleep(0)
+    lat = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        ping.put_nowait(i)
+        await pong.get()
+        lat.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - t0
+    ping.put_nowait(None)
+    await task
+    return Sample(n, elapsed, lat)
+
+
+async def _queue_fanout(n: int, consumers: int = FANOUT) -> Sample:
+    queues: list[asyncio.Queue[Any]] = [asyncio.Queue() for _ in range(consumers)]
+    done = asyncio.Event()
+    remaining = [consumers]
+
+    async def consume(q: asyncio.Queue[Any]) -> None:
+        for _ in range(n):
+            await q.get()
+        remaining[0] -= 1
+        if not remaining[0]:
+            done.set()
+
+    tasks = [asyncio.create_task(consume(q)) for q in queues]
+    await asyncio.sleep(0)
+    t0 = time.perf_counter()
+    for i in range(n):
+        for q in queues:
+            q.put_nowait(i)
+    await done.wait()
+    elapsed = time.perf_counter() - t0
+    await asyncio.gather(*tasks)
+    return Sample(n * consumers, elapsed)
+
+
+async def _loop_tick(n: int) -> Sample:
+    sleep = asyncio.sleep
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await sleep(0)
+    return Sample(n, time.perf_counter() - t0)
+
+
+def frame_body_size() -> int:
+    """Bytes of the wire body of a signed 200-byte-payload message (what the TCP limit echoes)."""
+    return len(signed_sample().to_bytes())
+
+
+async def _tcp_echo(n: int, body_size: int) -> Sample:
+    header = struct.Struct("!I")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readexactly(4)
+                body = await reader.readexactly(header.unpack(head)[0])
+                writer.write(head + body)
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    frame = header.pack(body_size) + b"\x00" * body_size
+    lat = []
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            writer.write(frame)
+            await writer.drain()
+            head = await reader.readexactly(4)
+            await reader.readexactly(header.unpack(head)[0])
+            lat.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - t0
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+    return Sample(n, elapsed, lat)
+
+
+def _crypto_runs() -> tuple[Any, Any, Any]:
+    identity = Identity.generate()
+    msg = signed_sample(identity)
+    data = msg.signing_bytes()
+    signature = identity.sign(data)
+    sign = identity._signer.sign  # the raw backend primitive Identity.sign wraps
+    from converge.core.identity import load_public_key
+
+    verify = load_public_key(identity.public_key).verify
+    wire = msg._wire_dict()
+    pack, unpack = msgpack.packb, msgpack.unpackb
+
+    def sign_once(n: int) -> Sample:
+        return timed_loop(lambda: sign(data), n)
+
+    def verify_once(n: int) -> Sample:
+        return timed_loop(lambda: verify(signature, data), n)
+
+    def pack_once(n: int) -> Sample:
+        return timed_loop(lambda: unpack(pack(wire, use_bin_type=True), raw=False), n)
+
+    return sign_once, verify_once, pack_once
+
+
+async def _run_all(quick: bool) -> dict[str, Result]:
+    bound = 1.0 if quick else 4.0
+    rt = Plan(3_000, 500, 3, bound) if quick else Plan(50_000, 5_000, 5, bound)
+    fan = Plan(400, 50, 3, bound) if quick else Plan(4_000, 400, 5, bound)
+    tick = Plan(20_000, 2_000, 3, bound) if quick else Plan(300_000, 20_000, 5, bound)
+    tcp = Plan(1_000, 100, 3, bound) if quick else Plan(20_000, 1_000, 5, bound)
+    cpu = Plan(2_000, 200, 3, bound) if quick else Plan(20_000, 2_000, 5, bound)
+    body = frame_body_size()
+    sign_once, verify_once, pack_once = _crypto_runs()
+    return {
+        r.name: r
+        for r in [
+            await measure("limits.queue_rt", "round trips", _queue_rt, rt),
+            await measure("limits.queue_fanout_50", "deliveries", _queue_fanout, fan),
+            await measure("limits.loop_tick", "ticks", _loop_tick, tick),
+            await measure("limits.tcp_echo_rt", "round trips", lambda n: _tcp_echo(n, body), tcp),
+            await measure("limits.ed25519_sign", "signs", sign_once, cpu),
+            await measure("limits.ed25519_verify", "verifies", verify_once, cpu),
+            await measure("limits.msgpack_rt", "pack+unpack", pack_once, cpu.scaled(5)),
+        ]
+    }
+
+
+def run(quick: bool = False) -> dict[str, Result]:
+    """Measure every limit in a fresh event loop."""
+    return asyncio.run(_run_all(quick))
+
+
+if __name__ == "__main__":
+    for res in run("--quick" in sys.argv).values():
+        print(f"{res.name:<28} {res.rate:>14,.0f} {res.unit}/s")
