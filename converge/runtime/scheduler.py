@@ -4,35 +4,55 @@ from __future__ import annotations
 
 import asyncio
 
+from converge._deadline import DeadlineTimer
+
 
 class Scheduler:
-    """Wraps one event. Notifications coalesce; a notify before a wait makes the wait return at once.
+    """A wake-up flag with waiters. Notifications coalesce; a notify before a wait makes the wait return at once.
+
+    The timeout of :meth:`wait_for_work` is served by one re-armed timer per
+    scheduler rather than a new ``asyncio.timeout`` per wait: the step loop
+    waits once per step, and nearly every wait ends with a notification.
 
     A custom scheduler is any object with ``notify()`` and ``async wait_for_work(timeout) -> bool``.
     """
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._pending = False
+        self._waiters: list[asyncio.Future[bool]] = []
+        self._timer = DeadlineTimer()
 
     def notify(self) -> None:
-        self._event.set()
+        """Wake every waiter (or the next wait, if nobody is waiting)."""
+        self._pending = True
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(True)
 
     @property
     def pending(self) -> bool:
-        return self._event.is_set()
+        return self._pending
 
     async def wait_for_work(self, timeout: float | None = None) -> bool:
         """True when woken by :meth:`notify`, False on timeout."""
-        event = self._event
-        if not event.is_set():
+        if not self._pending:
             if timeout is not None and timeout <= 0:
                 return False
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[bool] = loop.create_future()
+            self._waiters.append(waiter)
+            if timeout is not None:
+                self._timer.watch(waiter, loop.time() + timeout)
             try:
-                async with asyncio.timeout(timeout):
-                    await event.wait()
-            except TimeoutError:
+                woken = await waiter
+            finally:
+                self._waiters.remove(waiter)
+                if timeout is not None:
+                    self._timer.forget(waiter)
+            if not woken:
                 return False
-        event.clear()
+        self._pending = False
         return True
 
 
