@@ -85,3 +85,63 @@ async def test_scheduler_wakes_every_waiter_and_survives_cancellation() -> None:
     s.notify()
     assert await asyncio.gather(*waiters) == [True, True, True]
     assert not s.pending  # the one notification was consumed
+
+
+async def test_receive_queue_times_out_then_delivers_everything_in_order() -> None:
+    from converge.network.transport._queue import ReceiveQueue
+
+    q: ReceiveQueue[int] = ReceiveQueue()
+    with pytest.raises(TimeoutError):
+        await q.get_within(0.02)
+    with pytest.raises(TimeoutError):
+        await q.get_within(0)
+    asyncio.get_running_loop().call_later(0.01, q.put_nowait, 1)
+    assert await q.get_within(5) == 1
+    q.put_nowait(2)
+    q.put_nowait(3)
+    assert [await q.get_within(0.01), await q.get_within(None)] == [2, 3]
+    assert q.empty() and not q._getters  # no getter left behind by the timeouts
+
+
+async def test_receive_queue_item_put_as_a_getter_times_out_is_not_lost() -> None:
+    from converge.network.transport._queue import ReceiveQueue
+
+    q: ReceiveQueue[str] = ReceiveQueue()
+    short = asyncio.create_task(q.get_within(0.02))
+    patient = asyncio.create_task(q.get_within(5))
+    await asyncio.sleep(0.05)
+    assert isinstance(short.exception(), TimeoutError)
+    q.put_nowait("kept")
+    assert await patient == "kept"
+
+
+async def test_receive_queue_cancelled_getter_passes_the_item_on() -> None:
+    from converge.network.transport._queue import ReceiveQueue
+
+    q: ReceiveQueue[str] = ReceiveQueue()
+    first = asyncio.create_task(q.get_within(5))
+    second = asyncio.create_task(q.get_within(5))
+    await asyncio.sleep(0)
+    q.put_nowait("x")
+    first.cancel()  # woken but cancelled before it ran: the item must reach the other getter
+    assert await second == "x"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_local_and_tcp_receive_time_out_and_receive() -> None:
+    from converge.core.message import Message
+    from converge.network.transport.local import LocalTransport, LocalTransportRegistry
+    from converge.network.transport.tcp import TcpTransport
+
+    reg = LocalTransportRegistry.isolated()
+    async with LocalTransport("a", registry=reg) as a, LocalTransport("b", registry=reg) as b:
+        with pytest.raises(TimeoutError):
+            await b.receive(timeout=0.01)
+        await a.send(Message(sender="a", recipient="b", payload={"n": 1}))
+        assert (await b.receive(timeout=1)).payload == {"n": 1}
+    async with TcpTransport("127.0.0.1", 0, "a") as ta, TcpTransport("127.0.0.1", 0, "b") as tb:
+        with pytest.raises(TimeoutError):
+            await tb.receive(timeout=0.01)
+        await ta.send(Message(sender="a", topics=[tb.address_topic], payload={"n": 2}))
+        assert (await tb.receive(timeout=5)).payload == {"n": 2}

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from converge.core.topic import Topic
 from converge.errors import UndeliverableError
+from converge.network.transport._queue import ReceiveQueue
 from converge.network.transport.base import DropListener, DropReason, Transport, _NotStartedError, notify_all
 
 if TYPE_CHECKING:
@@ -234,7 +235,7 @@ class LocalTransport(Transport):
         super().__init__(metrics_collector=metrics_collector)
         self.agent_id = agent_id
         self.registry = registry if registry is not None else LocalTransportRegistry()
-        self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self.queue: asyncio.Queue[Message] = ReceiveQueue()
         self._subscriptions = [_namespace_of(t) for t in subscriptions]
         self._started = False
 
@@ -347,6 +348,8 @@ class LocalTransport(Transport):
         if not self._started:
             raise _NotStartedError(f"Transport not started: call start() on LocalTransport {self.agent_id!r} before receive()")
         queue = self.queue
+        if isinstance(queue, ReceiveQueue):
+            return await queue.get_within(timeout)
         if timeout is None:
             return await queue.get()
         if not queue.empty():

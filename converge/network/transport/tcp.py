@@ -43,6 +43,7 @@ from converge.network.transport._framing import (
     encode_frame,
     read_frame,
 )
+from converge.network.transport._queue import ReceiveQueue
 from converge.network.transport.base import DropReason, Transport
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class TcpTransport(Transport):
         self.max_frame_size = check_max_frame_size(max_frame_size)
         self.connect_timeout = connect_timeout
         self.server: asyncio.Server | None = None
-        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.inbox: asyncio.Queue[Message] = ReceiveQueue()
         self.pool: dict[tuple[str, int], _Connection] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._server_writers: set[asyncio.StreamWriter] = set()
@@ -288,6 +289,8 @@ class TcpTransport(Transport):
             TimeoutError: nothing arrived within ``timeout`` seconds.
         """
         inbox = self.inbox
+        if isinstance(inbox, ReceiveQueue):
+            return await inbox.get_within(timeout)
         if timeout is None:
             return await inbox.get()
         if not inbox.empty():

@@ -1,0 +1,69 @@
+"""The receive queue of the local and TCP transports: an ``asyncio.Queue`` with a cheap timed get.
+
+A runtime's listener calls ``receive(timeout=receive_timeout_sec)`` for every
+message, and nearly every such wait ends with a message rather than a
+timeout. ``async with asyncio.timeout(t): await queue.get()`` pays for a new
+timer handle (a heap push and a cancel) on every one of them;
+:meth:`ReceiveQueue.get_within` times its getter out through one re-armed
+:class:`~converge._deadline.DeadlineTimer` per queue instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+
+from converge._deadline import DeadlineTimer
+
+T = TypeVar("T")
+
+
+class ReceiveQueue(asyncio.Queue[T]):
+    """An unbounded ``asyncio.Queue`` plus :meth:`get_within`. Everything else is the standard queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._deadlines = DeadlineTimer()
+
+    async def get_within(self, timeout: float | None) -> T:
+        """Like ``get()``, but raise :class:`TimeoutError` when nothing arrives within ``timeout`` seconds.
+
+        Items are never lost: an item put at the moment the timeout fires stays
+        queued for the next get (and wakes the next waiting getter, if any).
+        """
+        if not self.empty():
+            return self.get_nowait()
+        if timeout is None:
+            return await self.get()
+        if timeout <= 0:
+            raise TimeoutError
+        loop = self._get_loop()
+        deadline = loop.time() + timeout
+        getters: Any = self._getters  # type: ignore[attr-defined]
+        while self.empty():
+            getter: asyncio.Future[Any] = loop.create_future()
+            getters.append(getter)
+            self._deadlines.watch(getter, deadline)
+            try:
+                woken = await getter
+            except BaseException:  # cancelled: leave the queue as asyncio.Queue.get does
+                getter.cancel()
+                self._discard(getters, getter)
+                raise
+            finally:
+                self._deadlines.forget(getter)
+            if woken is False:  # the deadline passed
+                self._discard(getters, getter)
+                raise TimeoutError
+        return self.get_nowait()
+
+    def _discard(self, getters: Any, getter: asyncio.Future[Any]) -> None:
+        try:
+            getters.remove(getter)
+        except ValueError:
+            pass
+        if not self.empty() and not getter.cancelled():
+            self._wakeup_next(getters)  # type: ignore[attr-defined]
+
+
+__all__ = ["ReceiveQueue"]
