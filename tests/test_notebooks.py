@@ -18,6 +18,8 @@ from typing import Any
 
 import nbformat
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
@@ -32,7 +34,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 @pytest.fixture(scope="module")
 def kernel_env(tmp_path_factory) -> dict[str, str]:
-    """Temp Jupyter dirs with a ``python3`` kernelspec that runs this interpreter; no API keys."""
+    """The kernel's environment: temp Jupyter dirs, this checkout on PYTHONPATH, no API keys."""
     base = tmp_path_factory.mktemp("jupyter")
     env = {k: v for k, v in os.environ.items() if k not in SECRETS}
     for name in ("CONFIG", "DATA", "RUNTIME"):
@@ -41,21 +43,27 @@ def kernel_env(tmp_path_factory) -> dict[str, str]:
         env[f"JUPYTER_{name}_DIR"] = str(d)
     env["JUPYTER_PLATFORM_DIRS"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    spec = base / "data" / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (converge venv)", "language": "python",
-    }))
     return env
 
 
-def execute(name: str, env: dict[str, str], probe: str | None = None) -> nbformat.NotebookNode:
-    """Run ``name`` (plus an optional probe cell printing ``PROBE <json>``) on a fresh kernel."""
+def kernel_manager(env: dict[str, str], python: str) -> AsyncKernelManager:
+    """A manager for a kernel spec (in ``env``'s JUPYTER_DATA_DIR) that runs exactly ``python``."""
+    spec = Path(env["JUPYTER_DATA_DIR"]) / "kernels" / "converge-notebooks"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "converge notebooks", "language": "python",
+    }))
+    specs = KernelSpecManager(kernel_dirs=[str(spec.parent)], ensure_native_kernel=False)
+    return AsyncKernelManager(kernel_name=spec.name, kernel_spec_manager=specs)
+
+
+def execute(name: str, env: dict[str, str], probe: str | None = None, *, python: str = sys.executable) -> nbformat.NotebookNode:
+    """Run ``name`` (plus an optional probe cell printing ``PROBE <json>``) on a fresh kernel of ``python``."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     if probe is not None:
         nb.cells.append(new_code_cell(f"import json as _json\nprint({PROBE!r} + _json.dumps({probe}, default=str))"))
-    client = NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
+    client = NotebookClient(nb, km=kernel_manager(env, python), timeout=120, store_widget_state=True,
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     client.execute(env=env)
     return nb
