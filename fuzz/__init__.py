@@ -1,0 +1,1 @@
+"""Fuzz targets and the dedicated large-budget runner (``python -m fuzz.run``)."""
