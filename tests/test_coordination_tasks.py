@@ -408,7 +408,7 @@ async def test_wait_until_done_wakes_on_report():
     assert got is task and got.state is S.COMPLETED and got.result == "r"
     assert await tm.wait_until_done(task.id, timeout=0) is task  # already terminal
     assert await tm.wait_until_done("unknown", timeout=1) is None
-    assert len(tm._waiters) == 0
+    assert len(tm._view.waiters) == 0
 
 
 async def test_wait_until_done_timeout_returns_the_unfinished_task():
@@ -417,7 +417,7 @@ async def test_wait_until_done_timeout_returns_the_unfinished_task():
     tm.submit(task)
     got = await tm.wait_until_done(task.id, timeout=0.01)
     assert got is task and got.state is S.PENDING
-    assert len(tm._waiters) == 0
+    assert len(tm._view.waiters) == 0
 
 
 async def test_wait_until_done_sees_a_completion_by_another_manager(tmp_path):

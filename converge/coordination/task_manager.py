@@ -32,19 +32,17 @@ Differences from the reference (its §5.3 and quirks 13/16), on purpose:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from converge.coordination._changelog import ChangeLog
-from converge.coordination._pending import PendingIndex
+from converge.coordination._local_view import PENDING_INDEX_PREFIX, TASK_PREFIX, LocalView, claim_ttl, clone
 from converge.coordination._task_states import TRANSITIONS, TaskNotFound, check, not_found
-from converge.coordination._waiters import Waiters
 from converge.core.store import Store
 from converge.core.task import Task, TaskState
 from converge.core.topic import Topic
@@ -53,32 +51,7 @@ from converge.extensions.storage.memory import MemoryStore
 
 logger = logging.getLogger("converge.coordination.task_manager")
 
-TASK_PREFIX = "task:"
-PENDING_INDEX_PREFIX = "taskidx:pending:"
 _MAX_ATTEMPTS = 1000
-_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
-
-
-def _claim_ttl(task: Task) -> float | None:
-    raw = (task.constraints or {}).get("claim_ttl_sec") if isinstance(task.constraints, dict) else None
-    if raw is None:
-        return None
-    try:
-        return float(raw)
-    except (TypeError, ValueError):
-        return None
-
-
-def _clone(task: Task, **changes: Any) -> Task:
-    """A shallow copy with ``changes`` applied (much cheaper than ``dataclasses.replace``)."""
-    new = object.__new__(type(task))
-    new.__dict__.update(task.__dict__)
-    new.__dict__.update(changes)
-    return new
-
-
-def _copy_into(target: Task, source: Task) -> None:
-    target.__dict__.update({name: source.__dict__[name] for name in _FIELDS})
 
 
 class TaskManager:
@@ -111,22 +84,18 @@ class TaskManager:
         self.store: Store = store if store is not None else MemoryStore()
         self.coordination_metrics = coordination_metrics
         self.clock = clock
-        self.tasks: dict[str, Task] = {}
         self.claim_refusals: Counter[str] = Counter()
         self.cas_conflicts = 0
-        self._pending = PendingIndex()
-        self._leased: dict[str, Task] = {}
         self._log = ChangeLog(self.store, uuid.uuid4().hex, retention=change_log_retention)
-        self._synced = False
+        self._view = LocalView(self.store, self._log)
         self._lock = threading.RLock()
-        self._waiters = Waiters()
 
     # ------------------------------------------------------------------ helpers
     @property
     def pending_task_ids(self) -> set[str]:
         """Ids of the tasks this manager currently knows as PENDING (a copy)."""
         with self._lock:
-            return set(self._pending.ids())
+            return set(self._view.pending.ids())
 
     def _emit(self, name: str, *args: Any) -> None:
         fn = getattr(self.coordination_metrics, name, None)
@@ -134,56 +103,26 @@ class TaskManager:
             fn(*args)
 
     def _gauge(self) -> None:
-        self._emit("pending_tasks", len(self._pending))
+        self._emit("pending_tasks", len(self._view.pending))
 
-    def _read(self, task_id: str) -> Task | None:
-        value = self.store.get(TASK_PREFIX + task_id)
-        if value is None or isinstance(value, Task):
-            return value
-        raise ConvergeError(f"store key {TASK_PREFIX + task_id!r} holds a {type(value).__name__}, not a Task")
-
-    def _apply(self, stored: Task) -> Task:
-        """Make the local view of one task match ``stored``; returns the cached object."""
-        if not isinstance(stored.priority, int) or isinstance(stored.priority, bool):
-            try:
-                stored = dataclasses.replace(stored, priority=int(stored.priority))
-            except (TypeError, ValueError):
-                logger.warning("task %s has a non-integer priority %r; treating it as 0", stored.id, stored.priority)
-                stored = dataclasses.replace(stored, priority=0)
-        cached = self.tasks.get(stored.id)
-        if cached is None:
-            cached = self.tasks[stored.id] = _clone(stored)
-        elif cached is not stored:
-            _copy_into(cached, stored)
-        if cached.state is TaskState.PENDING:
-            self._pending.add(cached)
-        else:
-            self._pending.discard(cached.id)
-        if cached.state is TaskState.ASSIGNED and _claim_ttl(cached) is not None:
-            self._leased[cached.id] = cached
-        else:
-            self._leased.pop(cached.id, None)
-        if cached.state.is_terminal:
-            self._waiters.signal(cached.id)
-        return cached
-
-    def _forget(self, task_id: str) -> None:
-        self._pending.discard(task_id)
-        self._leased.pop(task_id, None)
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """Task id -> task: every task this manager has seen (live objects)."""
+        return self._view.tasks
 
     def _transition(self, task_id: str, action: str, agent_id: str | None, **changes: Any) -> tuple[Task, Task]:
         """Read, check and compare-and-set one transition; returns ``(before, after)`` as stored."""
         for _ in range(_MAX_ATTEMPTS):
-            current = self._read(task_id)
+            current = self._view.read(task_id)
             if current is None:
-                self._forget(task_id)
+                self._view.forget(task_id)
                 raise not_found(task_id, action)
             try:
                 target = check(current, action, agent_id)
             except InvalidTransition:
-                self._apply(current)
+                self._view.apply(current)
                 raise
-            new = _clone(current, state=target, **changes)
+            new = clone(current, state=target, **changes)
             if self.store.compare_and_set(TASK_PREFIX + task_id, current, new):
                 return current, new
             self.cas_conflicts += 1
@@ -191,7 +130,7 @@ class TaskManager:
 
     def _after_write(self, before: TaskState | None, after: Task) -> Task:
         """Local bookkeeping after a successful write: cache, indexes, change log, waiters."""
-        cached = self._apply(after)
+        cached = self._view.apply(after)
         if before is TaskState.PENDING and after.state is not TaskState.PENDING:
             self.store.delete(PENDING_INDEX_PREFIX + after.id)
         self._log.append(after.id, after.state.value)
@@ -219,14 +158,14 @@ class TaskManager:
             index_key = PENDING_INDEX_PREFIX + task.id
             if pending:
                 self.store.put(index_key, {"pool_id": task.pool_id})
-            self.store.put(TASK_PREFIX + task.id, _clone(task))
+            self.store.put(TASK_PREFIX + task.id, clone(task))
             if not pending:
                 self.store.delete(index_key)
             old = self.tasks.get(task.id)
             if old is not None and old is not task:
-                self._forget(task.id)
+                self._view.forget(task.id)
             self.tasks[task.id] = task
-            self._apply(task)
+            self._view.apply(task)
             self._log.append(task.id, task.state.value)
             self._emit("task_submitted")
             if pending:
@@ -305,9 +244,9 @@ class TaskManager:
         """
         released: list[str] = []
         with self._lock:
-            self._refresh_incremental()
-            for task_id, cached in list(self._leased.items()):
-                ttl = _claim_ttl(cached)
+            self._view.refresh()
+            for task_id, cached in list(self._view.leased.items()):
+                ttl = claim_ttl(cached)
                 if ttl is None or cached.claimed_at is None or now_ts - cached.claimed_at < ttl:
                     continue
                 if self._release(task_id, now_ts):
@@ -321,8 +260,8 @@ class TaskManager:
         index_key = PENDING_INDEX_PREFIX + task_id
         self.store.put(index_key, {"pool_id": self.tasks[task_id].pool_id})  # index first: it stays a superset
         for _ in range(_MAX_ATTEMPTS):
-            current = self._read(task_id)
-            ttl = None if current is None else _claim_ttl(current)
+            current = self._view.read(task_id)
+            ttl = None if current is None else claim_ttl(current)
             if (
                 current is None
                 or current.state is not TaskState.ASSIGNED
@@ -331,15 +270,15 @@ class TaskManager:
                 or now_ts - current.claimed_at < ttl
             ):
                 if current is None:
-                    self._forget(task_id)
+                    self._view.forget(task_id)
                 else:
-                    self._apply(current)
+                    self._view.apply(current)
                 if current is None or current.state is not TaskState.PENDING:
                     self.store.delete(index_key)
                 return False
-            new = _clone(current, state=TaskState.PENDING, assigned_to=None, claimed_at=None)
+            new = clone(current, state=TaskState.PENDING, assigned_to=None, claimed_at=None)
             if self.store.compare_and_set(TASK_PREFIX + task_id, current, new):
-                self._apply(new)
+                self._view.apply(new)
                 self._log.append(task_id, new.state.value)
                 logger.info("claim of task %s by %s expired; the task is pending again", task_id, current.assigned_to)
                 return True
@@ -350,10 +289,10 @@ class TaskManager:
     def get_task(self, task_id: str) -> Task | None:
         """The task, read from the store (and cached); the cached copy if the store lost it."""
         with self._lock:
-            stored = self._read(task_id)
+            stored = self._view.read(task_id)
             if stored is None:
                 return self.tasks.get(task_id)
-            return self._apply(stored)
+            return self._view.apply(stored)
 
     async def wait_until_done(self, task_id: str, timeout: float, *, poll_interval: float = 0.1) -> Task | None:
         """Wait until the task is COMPLETED, FAILED or CANCELLED.
@@ -366,7 +305,7 @@ class TaskManager:
         task = self.get_task(task_id)
         if task is None or task.state.is_terminal:
             return task
-        event = self._waiters.register(task_id)
+        event = self._view.waiters.register(task_id)
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -381,15 +320,15 @@ class TaskManager:
         except TimeoutError:
             pass
         finally:
-            self._waiters.unregister(task_id, event)
+            self._view.waiters.unregister(task_id, event)
         return self.get_task(task_id)
 
     def list_pending_tasks(self, *, refresh_from_store: bool = False) -> list[Task]:
         """The PENDING tasks this manager knows (after an incremental refresh when asked)."""
         with self._lock:
             if refresh_from_store:
-                self._refresh_incremental()
-            return self._pending.tasks()
+                self._view.refresh()
+            return self._view.pending.tasks()
 
     def list_pending_tasks_for_agent(
         self,
@@ -419,12 +358,12 @@ class TaskManager:
         """
         with self._lock:
             if refresh_from_store:
-                self._refresh_incremental()
+                self._view.refresh()
             if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
                 raise ConfigError(f"limit must be a non-negative int or None, got {limit!r}")
             # Always in priority order (served from a maintained view); the reference
             # promised no order without sort_by_priority, so this order is valid either way.
-            return self._pending.visible(pool_ids, capabilities, topics, limit=limit)
+            return self._view.pending.visible(pool_ids, capabilities, topics, limit=limit)
 
     # ------------------------------------------------------------------ refresh
     def refresh_from_store(self, *, full: bool = False) -> None:
@@ -436,53 +375,9 @@ class TaskManager:
         """
         with self._lock:
             if full:
-                self._full_scan()
+                self._view.full_scan()
             else:
-                self._refresh_incremental()
-
-    def _refresh_incremental(self) -> None:
-        if not self._synced:
-            self._resync_from_index()
-            return
-        entries, gap = self._log.read_new()
-        if gap:
-            logger.info("task change log was pruned past this manager's position; re-synchronising")
-            self._resync_from_index()
-            return
-        for task_id in dict.fromkeys(e.get("id") for e in entries):
-            if not isinstance(task_id, str):
-                continue
-            stored = self._read(task_id)
-            if stored is None:
-                self._forget(task_id)
-            else:
-                self._apply(stored)
-
-    def _resync_ids(self, ids: Iterable[str]) -> None:
-        for task_id in ids:
-            stored = self._read(task_id)
-            if stored is None:
-                self._forget(task_id)
-            else:
-                self._apply(stored)
-
-    def _resync_from_index(self) -> None:
-        self._log.skip_to_tip()
-        indexed = [k[len(PENDING_INDEX_PREFIX):] for k in self.store.list(PENDING_INDEX_PREFIX)]
-        known = set(self._pending.ids()) | set(self._leased)
-        self._resync_ids(dict.fromkeys([*indexed, *known]))
-        self._synced = True
-
-    def _full_scan(self) -> None:
-        self._log.skip_to_tip()
-        ids = [k[len(TASK_PREFIX):] for k in self.store.list(TASK_PREFIX)]
-        for task_id in set(self.tasks) - set(ids):
-            self._forget(task_id)
-        self._resync_ids(ids)
-        indexed = {k[len(PENDING_INDEX_PREFIX):] for k in self.store.list(PENDING_INDEX_PREFIX)}
-        for task_id in set(self._pending.ids()) - indexed:
-            self.store.put(PENDING_INDEX_PREFIX + task_id, {"pool_id": self.tasks[task_id].pool_id})
-        self._synced = True
+                self._view.refresh()
 
 
 __all__ = ["PENDING_INDEX_PREFIX", "TASK_PREFIX", "TRANSITIONS", "TaskManager", "TaskNotFound"]
