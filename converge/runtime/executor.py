@@ -123,17 +123,21 @@ class StandardExecutor:
     # -- public ----------------------------------------------------------
     async def execute(self, decisions: list[Any]) -> list[DecisionOutcome]:
         """Execute ``decisions`` sequentially; one failure never stops the rest."""
-        return [await self.execute_one(d) for d in decisions]
+        outcomes = []
+        for d in decisions:  # a plain loop: an async comprehension is one more coroutine frame
+            outcomes.append(await self.execute_one(d))
+        return outcomes
 
     async def execute_one(self, decision: Any) -> DecisionOutcome:
         """Execute one decision and describe what happened. Never raises (except cancellation)."""
         start = time.perf_counter()
         try:
-            denied = self._check_safety(decision)
+            denied = self._check_safety(decision) if self.safety_policy else None
             if denied is not None:
                 outcome = denied
             else:
-                self._inc("decisions_executed")
+                if self.metrics_collector is not None:
+                    self.metrics_collector.inc("decisions_executed")
                 outcome = await self._dispatch_one(decision)
         except asyncio.CancelledError:
             raise
@@ -156,7 +160,8 @@ class StandardExecutor:
             else:
                 mc.inc(name, value, labels=labels)
 
-    async def _dispatch_one(self, decision: Any) -> DecisionOutcome:
+    def _dispatch_one(self, decision: Any) -> Awaitable[DecisionOutcome]:
+        """The awaitable that carries out ``decision`` (a built-in handler's coroutine when one applies)."""
         handler = self._dispatch.get(type(decision))
         if handler is None:
             for base, fn in self._dispatch.items():
@@ -164,7 +169,10 @@ class StandardExecutor:
                     handler = fn
                     break
         if handler is not None and type(decision) not in self.custom_handlers:
-            return await handler(decision)
+            return handler(decision)
+        return self._run_custom(decision)
+
+    async def _run_custom(self, decision: Any) -> DecisionOutcome:
         custom = self._custom_handler_for(decision)
         if custom is None:
             return DecisionOutcome(decision, IGNORED, f"unknown decision type {type(decision).__name__}: no custom handler")

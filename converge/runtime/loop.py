@@ -365,7 +365,7 @@ class AgentRuntime:
             await scheduler.wait_for_work(timeout=self.scheduler_timeout_sec)
             if not self.running or not auto.is_set():
                 continue
-            await self.step()
+            await self._locked_step(self._loop_task)
 
     async def step(self) -> StepRecord:
         """Run exactly one iteration to completion and return its record.
@@ -374,8 +374,11 @@ class AgentRuntime:
         manual mode. Never raises for agent, hook or handler errors — they are
         on the record; cancellation propagates.
         """
+        return await self._locked_step(asyncio.current_task())
+
+    async def _locked_step(self, task: asyncio.Task[Any] | None) -> StepRecord:
         async with self._step_lock:
-            self._step_task = asyncio.current_task()
+            self._step_task = task
             try:
                 with trace("runtime.step", agent_id=self.agent.id):
                     record = await self._step_once()
@@ -397,11 +400,11 @@ class AgentRuntime:
             self.scheduler.notify()  # more may be queued: no waiting for the next step
         tasks = self._tasks_view.visible()
         timings = {"poll": clock() - t0}
-        ctx = HookContext(self, self.agent.id, n, messages=messages, tasks=tasks)
         if not messages and not tasks:
             self._housekeeping()
             timings["total"] = clock() - t0
             return StepRecord(self.agent.id, n, started, timings=timings, idle=True)
+        ctx = HookContext(self, self.agent.id, n, messages=messages, tasks=tasks)
         if hasattr(self.agent, "on_tick"):
             self.agent.on_tick(messages, tasks)
         proposed: list[Any] = []
@@ -445,7 +448,8 @@ class AgentRuntime:
                 error, phase = describe_error(ctx.error), ctx.phase
                 break
             final = ctx.decisions
-            outcomes.extend(_dropped(decisions, final))
+            if final is not decisions:  # a hook replaced the list: record what it left out
+                outcomes.extend(_dropped(decisions, final))
             final = self._prepare_outgoing(final)
             te = clock()
             with trace("executor.execute"):
@@ -455,10 +459,14 @@ class AgentRuntime:
             outcomes.extend(results)
             ctx.outcomes = results
             await self._run_phase("after_execute", ctx)
-            if any(isinstance(d, _POOL_DECISIONS) for d in final):
-                self._tasks_view.invalidate_pools()
+            for d in final:
+                if isinstance(d, _POOL_DECISIONS):
+                    self._tasks_view.invalidate_pools()
+                    break
+            if self.tool_registry is None or round_no + 1 >= rounds:
+                break
             tool_results = [o for o in results if isinstance(o.decision, InvokeTool)]
-            if not tool_results or self.tool_registry is None or round_no + 1 >= rounds:
+            if not tool_results:
                 break
             observations = observations + [_observation(o) for o in tool_results]
         self._housekeeping()
@@ -470,7 +478,7 @@ class AgentRuntime:
             started_at=started,
             messages=tuple(messages),
             tasks=tuple(tasks),
-            task_ids=tuple(getattr(t, "id", "") for t in tasks),
+            task_ids=tuple([getattr(t, "id", "") for t in tasks]) if tasks else (),
             proposed=tuple(proposed),
             decisions=tuple(executed),
             outcomes=tuple(outcomes),
