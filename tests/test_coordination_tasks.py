@@ -365,9 +365,23 @@ def test_priority_order_ties_by_id_and_limit():
     ]
     assert [t.id for t in tm.list_pending_tasks_for_agent("x", pool_ids=[], sort_by_priority=True, limit=2)] == ["c", "b"]
     assert len(tm.list_pending_tasks_for_agent("x", limit=4)) == 4
+    assert [t.id for t in tm.list_pending_tasks_for_agent("x", pool_ids=[], limit=10)] == ["c", "b", "f"]
+    assert tm.list_pending_tasks_for_agent("x", limit=0) == []
+    with pytest.raises(ConfigError, match="limit"):
+        tm.list_pending_tasks_for_agent("x", limit=-1)
     tm.claim("z", "c")
     assert [t.id for t in tm.list_pending_tasks_for_agent("x", pool_ids=["p", "q"], sort_by_priority=True)][:2] == [
         "e", "a"
+    ]
+
+
+def test_ids_that_are_prefixes_of_each_other_sort_by_id():
+    tm = TaskManager()
+    for task_id in ["ab", "abc", "a", "b", "aa", "\u00e9", "z"]:
+        tm.submit(Task(id=task_id, priority=1))
+    tm.submit(Task(id="top", priority=2))
+    assert [t.id for t in tm.list_pending_tasks_for_agent("x", sort_by_priority=True)] == [
+        "top", "a", "aa", "ab", "abc", "b", "z", "\u00e9"
     ]
 
 

@@ -2,7 +2,8 @@
 
 Tasks are grouped by pool id, then into buckets of tasks that every filter
 treats alike (same required capabilities, same topic). Each bucket keeps its
-tasks sorted by ``(-priority, id)``.
+tasks sorted (by descending priority, then id — stored reversed, see
+:func:`sort_key`).
 
 A listing is served from a *view*: the sorted list of tasks passing one
 filter (pool ids, capabilities, topics). A view is built once from the
@@ -22,12 +23,20 @@ from typing import Any
 
 from converge.core.task import Task
 
-SortKey = tuple[int, str]
+SortKey = tuple[int, bytes]
 MAX_VIEWS = 32
+_INVERT = bytes(range(255, -1, -1))
 
 
 def sort_key(task: Task) -> SortKey:
-    return (-task.priority, task.id)
+    """Lists are kept in *ascending* ``sort_key`` order, which is the display order reversed.
+
+    Display order is descending priority, then ascending id. Storing it reversed
+    puts the tasks taken first at the end of each list, where removing them
+    costs O(1) instead of shifting the whole list. The id part inverts the
+    UTF-8 bytes (and ends with 0xff so that a longer id sorts before its prefix).
+    """
+    return (task.priority, task.id.encode("utf-8", "surrogatepass").translate(_INVERT) + b"\xff")
 
 
 def _topic_key(topic: Any) -> Any:
@@ -207,7 +216,9 @@ class PendingIndex:
         See ``TaskManager.list_pending_tasks_for_agent`` for the filter semantics.
         """
         items = self._view(pool_ids, capabilities, topics).items
-        return list(items) if limit is None else items[:limit]
+        if limit is None:
+            return items[::-1]
+        return items[max(0, len(items) - limit):][::-1] if limit else []
 
 
 __all__ = ["PendingIndex", "sort_key"]
