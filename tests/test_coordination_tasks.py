@@ -470,3 +470,42 @@ def test_coordination_metrics_are_emitted():
     counts = {n: collector.get_counter(f"task_{n}_total") for n in ("submitted", "claimed", "completed", "failed", "cancelled", "released")}
     assert counts == {"submitted": 4, "claimed": 3, "completed": 1, "failed": 1, "cancelled": 1, "released": 1}
     assert collector.get_gauge("pending_tasks") == 1
+
+
+# -- listeners ----------------------------------------------------------------------
+
+
+def test_listeners_see_local_changes_and_changes_by_others(caplog):
+    clock = Clock(0.0)
+    store = MemoryStore()
+    tm, other = TaskManager(store, clock=clock), TaskManager(store, clock=clock)
+    tm.refresh_from_store()
+    events: list[tuple[str, str, TaskState]] = []
+    remove = tm.add_listener(lambda event, task: events.append((event, task.id, task.state)))
+    tm.submit(Task(id="a", constraints={"claim_ttl_sec": 1}))
+    tm.claim("w", "a")
+    clock.now = 5
+    tm.release_expired_claims(clock.now)
+    tm.claim("w", "a")
+    tm.report("w", "a", 1)
+    tm.submit(Task(id="b"))
+    tm.fail_task("b", "no")
+    tm.submit(Task(id="c"))
+    tm.cancel_task("c")
+    other.submit(Task(id="d"))
+    tm.list_pending_tasks(refresh_from_store=True)
+    assert events == [
+        ("submitted", "a", S.PENDING), ("claimed", "a", S.ASSIGNED), ("released", "a", S.PENDING),
+        ("claimed", "a", S.ASSIGNED), ("completed", "a", S.COMPLETED), ("submitted", "b", S.PENDING),
+        ("failed", "b", S.FAILED), ("submitted", "c", S.PENDING), ("cancelled", "c", S.CANCELLED),
+        ("changed", "d", S.PENDING),
+    ]
+
+    def broken(event, task):
+        raise RuntimeError("observer bug")
+
+    tm.add_listener(broken)
+    remove()
+    assert tm.claim("w", "d")  # the broken listener does not break the claim
+    assert tm.listener_errors == 1 and "observer bug" in caplog.text
+    assert len(events) == 10

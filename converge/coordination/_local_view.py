@@ -62,6 +62,7 @@ class LocalView:
         self.leased: dict[str, Task] = {}
         self.waiters = Waiters()
         self.synced = False
+        self.changed: list[Task] = []  # tasks whose state a refresh changed (drained by the manager)
 
     def read(self, task_id: str) -> Task | None:
         """The stored task (a fresh read), or ``None``."""
@@ -105,8 +106,12 @@ class LocalView:
             stored = self.read(task_id)
             if stored is None:
                 self.forget(task_id)
-            else:
-                self.apply(stored)
+                continue
+            before = self.tasks.get(task_id)
+            state = None if before is None else before.state
+            cached = self.apply(stored)
+            if cached.state is not state:
+                self.changed.append(cached)
 
     def refresh(self) -> None:
         """Re-read the tasks changed by other managers since the last refresh."""

@@ -89,6 +89,37 @@ class TaskManager:
         self._log = ChangeLog(self.store, uuid.uuid4().hex, retention=change_log_retention)
         self._view = LocalView(self.store, self._log)
         self._lock = threading.RLock()
+        self._listeners: list[Callable[[str, Task], Any]] = []
+        self.listener_errors = 0
+
+    # ------------------------------------------------------------------ listeners
+    def add_listener(self, listener: Callable[[str, Task], Any]) -> Callable[[], None]:
+        """Call ``listener(event, task)`` after every change this manager makes or sees.
+
+        Events: ``submitted``, ``claimed``, ``completed``, ``failed``, ``cancelled``,
+        ``released`` (claim TTL), and ``changed`` (a state change by another manager,
+        noticed on a refresh). Listeners run in the caller's thread, outside the
+        manager's lock; one that raises is logged and counted in ``listener_errors``.
+        Returns a function that removes the listener.
+        """
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _notify(self, event: str, task: Task) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, task)
+            except Exception as exc:  # a broken observer must not break task handling; recorded
+                self.listener_errors += 1
+                logger.error("task listener %r failed on %s of %s: %s", listener, event, task.id, exc, exc_info=True)
+
+    def _drain_changes(self) -> None:
+        if not self._view.changed:
+            return
+        with self._lock:
+            changed, self._view.changed = self._view.changed, []
+        for task in changed:
+            self._notify("changed", task)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -170,6 +201,7 @@ class TaskManager:
             self._emit("task_submitted")
             if pending:
                 self._gauge()
+        self._notify("submitted", task)
         return task.id
 
     def claim(self, agent_id: str, task_id: str) -> bool:
@@ -184,9 +216,10 @@ class TaskManager:
                 return self._refuse_claim(agent_id, task_id, "missing")
             except InvalidTransition as exc:
                 return self._refuse_claim(agent_id, task_id, "not_pending", str(exc))
-            self._after_write(before.state, after)
+            cached = self._after_write(before.state, after)
             self._emit("task_claimed")
             self._gauge()
+        self._notify("claimed", cached)
         return True
 
     def _refuse_claim(self, agent_id: str, task_id: str, reason: str, detail: str = "") -> bool:
@@ -204,9 +237,10 @@ class TaskManager:
         """
         with self._lock:
             before, after = self._transition(task_id, "report", agent_id, result=result)
-            self._after_write(before.state, after)
+            cached = self._after_write(before.state, after)
             self._emit("task_completed")
             self._gauge()
+        self._notify("completed", cached)
 
     def fail_task(self, task_id: str, reason: Any, *, agent_id: str | None = None) -> None:
         """Mark a non-terminal task FAILED with ``reason`` as its result (``assigned_to`` is kept).
@@ -217,9 +251,10 @@ class TaskManager:
         """
         with self._lock:
             before, after = self._transition(task_id, "fail", agent_id, result=reason, claimed_at=None)
-            self._after_write(before.state, after)
+            cached = self._after_write(before.state, after)
             self._emit("task_failed")
             self._gauge()
+        self._notify("failed", cached)
 
     def cancel_task(self, task_id: str) -> bool:
         """Cancel a non-terminal task; ``False`` when it is unknown or already terminal."""
@@ -229,9 +264,10 @@ class TaskManager:
             except InvalidTransition as exc:
                 logger.info("cancel of task %s refused: %s", task_id, exc)
                 return False
-            self._after_write(before.state, after)
+            cached = self._after_write(before.state, after)
             self._emit("task_cancelled")
             self._gauge()
+        self._notify("cancelled", cached)
         return True
 
     def release_expired_claims(self, now_ts: float) -> list[str]:
@@ -254,6 +290,9 @@ class TaskManager:
                     self._emit("task_released")
             if released:
                 self._gauge()
+        self._drain_changes()
+        for task_id in released:
+            self._notify("released", self.tasks[task_id])
         return released
 
     def _release(self, task_id: str, now_ts: float) -> bool:
@@ -328,7 +367,9 @@ class TaskManager:
         with self._lock:
             if refresh_from_store:
                 self._view.refresh()
-            return self._view.pending.tasks()
+            tasks = self._view.pending.tasks()
+        self._drain_changes()
+        return tasks
 
     def list_pending_tasks_for_agent(
         self,
@@ -356,14 +397,16 @@ class TaskManager:
             refresh_from_store: first read the changes other managers made.
             limit: return at most this many tasks (cheaper for large backlogs).
         """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ConfigError(f"limit must be a non-negative int or None, got {limit!r}")
         with self._lock:
             if refresh_from_store:
                 self._view.refresh()
-            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-                raise ConfigError(f"limit must be a non-negative int or None, got {limit!r}")
             # Always in priority order (served from a maintained view); the reference
             # promised no order without sort_by_priority, so this order is valid either way.
-            return self._view.pending.visible(pool_ids, capabilities, topics, limit=limit)
+            tasks = self._view.pending.visible(pool_ids, capabilities, topics, limit=limit)
+        self._drain_changes()
+        return tasks
 
     # ------------------------------------------------------------------ refresh
     def refresh_from_store(self, *, full: bool = False) -> None:
@@ -378,6 +421,7 @@ class TaskManager:
                 self._view.full_scan()
             else:
                 self._view.refresh()
+        self._drain_changes()
 
 
 __all__ = ["PENDING_INDEX_PREFIX", "TASK_PREFIX", "TRANSITIONS", "TaskManager", "TaskNotFound"]
