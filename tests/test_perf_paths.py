@@ -145,3 +145,25 @@ async def test_local_and_tcp_receive_time_out_and_receive() -> None:
             await tb.receive(timeout=0.01)
         await ta.send(Message(sender="a", topics=[tb.address_topic], payload={"n": 2}))
         assert (await tb.receive(timeout=5)).payload == {"n": 2}
+
+
+async def test_zero_scheduler_timeout_does_not_starve_the_event_loop() -> None:
+    from converge.core.agent import Agent
+    from converge.core.identity import Identity
+    from converge.network.transport.local import LocalTransport, LocalTransportRegistry
+    from converge.runtime import AgentRuntime
+
+    agent = Agent(Identity.generate())
+    rt = AgentRuntime(agent, LocalTransport(agent.id, registry=LocalTransportRegistry.isolated()),
+                      scheduler_timeout_sec=0.0)
+    async with rt:
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0.01)  # returns only if the idle loop yields
+        assert rt.step_count > 0
+
+
+async def test_zero_timeout_wait_still_sees_a_notification() -> None:
+    s = Scheduler()
+    asyncio.get_running_loop().call_soon(s.notify)
+    assert await s.wait_for_work(timeout=0) is True  # the yield let the notify in
+    assert await s.wait_for_work(timeout=0) is False

@@ -36,9 +36,14 @@ class Scheduler:
 
     async def wait_for_work(self, timeout: float | None = None) -> bool:
         """True when woken by :meth:`notify`, False on timeout."""
-        if not self._pending:
-            if timeout is not None and timeout <= 0:
+        if not self._pending and timeout is not None and timeout <= 0:
+            # A zero timeout polls, but still yields once: a step loop with
+            # scheduler_timeout_sec=0 whose steps never suspend would otherwise
+            # hold the event loop forever (its own listener included).
+            await asyncio.sleep(0)
+            if not self._pending:
                 return False
+        if not self._pending:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[bool] = loop.create_future()
             self._waiters.append(waiter)
