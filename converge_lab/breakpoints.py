@@ -75,8 +75,14 @@ class Breakpoint:
     def enable(self) -> None:
         self.enabled = True
 
-    def describe(self) -> str:
-        parts = [f"{k}={v!r}" for k in ("agent", "decision_type", "sender", "recipient", "topic", "payload_key",
+    def describe(self, names: Callable[[str], str] | None = None) -> str:
+        """One line, e.g. ``#3 @before_execute: agent='alice', decision_type=SendMessage``.
+
+        Args:
+            names: maps an agent id to a display name (the lab passes its own).
+        """
+        shown = {"agent": names(self.agent) if (names and self.agent) else self.agent}
+        parts = [f"{k}={shown.get(k, v)!r}" for k in ("agent", "decision_type", "sender", "recipient", "topic", "payload_key",
                                          "task_state", "cost_above") if (v := getattr(self, k)) is not None]
         if isinstance(self.decision_type, type):
             parts = [p if not p.startswith("decision_type=") else f"decision_type={self.decision_type.__name__}" for p in parts]
@@ -149,7 +155,7 @@ def matches(bp: Breakpoint, event: BreakEvent, names: Callable[[str], str]) -> s
     if bp.cost_above is not None:
         if not event.cost_usd > bp.cost_above:
             return None
-        reasons.append(f"cost ${event.cost_usd:.4f} > ${bp.cost_above:.4f}")
+        reasons.append(f"cost ${event.cost_usd:.6g} > ${bp.cost_above:.6g}")
     if bp.predicate is not None:
         if not bp.predicate(event):
             return None

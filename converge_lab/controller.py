@@ -208,12 +208,16 @@ class Lab:
             topics: topic namespaces to subscribe this agent to on the lab's transport
                 (the agent's own ``topics`` are subscribed too).
             **runtime_options: ``AgentRuntime`` options (``executor_kwargs``, ``tool_registry``...).
+                ``transport=`` replaces the lab's local transport (e.g. a ``TcpTransport`` to reach
+                agents in other processes); the lab then sees that agent's steps, but not the
+                traffic on that transport.
         """
         await self.open()
         if agent.id in self._handles:
             raise LabError(f"agent {agent.id[:12]}… is already in this lab")
-        transport = LocalTransport(agent.id, registry=self.registry, metrics_collector=self.metrics)
         options = {**self.runtime_defaults, **runtime_options}
+        transport = options.pop("transport", None) or LocalTransport(
+            agent.id, registry=self.registry, metrics_collector=self.metrics)
         hooks = list(options.pop("runtime_hooks", []) or [])
         runtime = AgentRuntime(
             agent, transport,
@@ -235,7 +239,7 @@ class Lab:
         self._handles[agent.id] = handle
         await runtime.start()
         wanted = [*topics, *(getattr(agent, "topics", None) or [])]
-        if wanted:
+        if wanted and isinstance(transport, LocalTransport):
             transport.subscribe(*[t for t in wanted if isinstance(t, (str, Topic, dict))])
         self._journal.emit(STATE, handle)
         return handle

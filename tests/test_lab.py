@@ -310,3 +310,34 @@ def test_sync_forms_inside_a_running_loop_and_in_a_plain_script(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "payload {'sync': 1}" in out.stdout
+
+
+async def test_add_with_a_tcp_transport_talks_to_a_peer_outside_the_lab(lab):
+    from converge.network.transport.tcp import TcpTransport, tcp_topic
+
+    outside = TcpTransport("127.0.0.1", 0, "outside")
+    await outside.start()
+    try:
+        tcp = TcpTransport("127.0.0.1", 0, "x")
+        agent = FunctionAgent(lambda ag, m, t: [
+            SendMessage(Message(topics=[tcp_topic("127.0.0.1", outside.port)], payload={"via": "tcp"}))] if m else [],
+            name="bridge")
+        h = await lab.add(agent, transport=tcp, paused=True)
+        back = Message(topics=[tcp_topic("127.0.0.1", tcp.port)], payload={"go": 1}).sign(lab.new_identity())
+        await outside.send(back)
+        await eventually(lambda: len(h.runtime.inbox) == 1)
+        (rec,) = await lab.step("bridge")
+        assert [o.status for o in rec.outcomes] == ["ok"]
+        got = await outside.receive(timeout=2)
+        assert got.payload == {"via": "tcp"} and got.verify(agent.identity.public_key)
+        assert lab.frames.steps().query("not idle")["agent"].tolist() == ["bridge"]
+    finally:
+        await outside.stop()
+
+
+def test_breakpoint_description_uses_names():
+    from converge_lab.breakpoints import Breakpoint
+
+    bp = Breakpoint(agent="ab" * 32, decision_type="SendMessage", cost_above=0.00025)
+    assert "agent='alice'" in bp.describe(lambda i: "alice")
+    assert "ab" * 32 in bp.describe()

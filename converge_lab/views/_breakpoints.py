@@ -53,7 +53,7 @@ class BreakpointPanel:
         bps = lab.breakpoints
         if not bps:
             return _render.STYLE + '<div class="cvl muted">no breakpoints — lab.break_on(...)</div>'
-        rows = "".join(f"<tr><td>{html.escape(bp.describe())}</td><td>{'on' if bp.enabled else 'off'}</td>"
+        rows = "".join(f"<tr><td>{html.escape(bp.describe(lab._name_of))}</td><td>{'on' if bp.enabled else 'off'}</td>"
                        f"<td>{bp.hits}</td></tr>" for bp in bps)
         return _render.STYLE + f'<div class="cvl"><table><tr><th>breakpoint</th><th>enabled</th><th>hits</th></tr>{rows}</table></div>'
 
