@@ -167,3 +167,43 @@ async def test_zero_timeout_wait_still_sees_a_notification() -> None:
     asyncio.get_running_loop().call_soon(s.notify)
     assert await s.wait_for_work(timeout=0) is True  # the yield let the notify in
     assert await s.wait_for_work(timeout=0) is False
+
+
+async def test_inbox_try_push_respects_maxsize_and_counts() -> None:
+    from converge.runtime.inbox import Inbox
+
+    inbox = Inbox(maxsize=2)
+    assert inbox.try_push("a") and inbox.try_push("b")
+    assert not inbox.try_push("c")  # full: nothing done, the caller takes the waiting/dropping path
+    assert inbox.accepted == 2 and inbox.dropped == 0
+    assert inbox.poll(10) == ["a", "b"]
+
+
+async def test_listener_fast_path_keeps_order_and_full_inbox_still_drops_and_counts() -> None:
+    from converge.core.agent import Agent
+    from converge.core.identity import Identity
+    from converge.core.message import Message
+    from converge.network.transport.local import LocalTransport, LocalTransportRegistry
+    from converge.observability.metrics import MetricsCollector
+    from converge.runtime import AgentRuntime
+
+    reg = LocalTransportRegistry.isolated()
+    agent = Agent(Identity.generate())
+    rt = AgentRuntime(agent, LocalTransport(agent.id, registry=reg), manual=True,
+                      inbox_kwargs={"maxsize": 3, "drop_when_full": True})
+    async with LocalTransport("peer", registry=reg) as peer, rt:
+        for i in range(5):
+            await peer.send(Message(sender="peer", recipient=agent.id, payload={"i": i}))
+        async with asyncio.timeout(5):
+            while rt.inbox.accepted + rt.inbox.dropped < 5:
+                await asyncio.sleep(0.001)
+        assert [m.payload["i"] for m in rt.inbox.peek()] == [0, 1, 2]
+        assert rt.inbox.dropped == 2
+    mc = MetricsCollector()
+    rt2 = AgentRuntime(agent, LocalTransport(agent.id, registry=reg), manual=True, metrics_collector=mc)
+    async with LocalTransport("peer", registry=reg) as peer, rt2:
+        await peer.send(Message(sender="peer", recipient=agent.id, payload={}))
+        async with asyncio.timeout(5):
+            while not len(rt2.inbox):
+                await asyncio.sleep(0.001)
+    assert mc.get_counter("messages_received") == 1  # observed messages take the full deliver() path

@@ -350,7 +350,10 @@ def _verdict(decision: Any, ok: Any, yes: str, no: str) -> DecisionOutcome:
 
 
 def _with_duration(outcome: DecisionOutcome, seconds: float) -> DecisionOutcome:
-    return DecisionOutcome(outcome.decision, outcome.status, outcome.detail, outcome.error, outcome.result, seconds)
+    # Every outcome reaching here was created by this execution and nobody has seen it
+    # yet, so the duration is filled in place rather than by copying the frozen record.
+    object.__setattr__(outcome, "duration_sec", seconds)
+    return outcome
 
 
 __all__ = ["Executor", "StandardExecutor"]

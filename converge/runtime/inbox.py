@@ -63,6 +63,18 @@ class Inbox:
         self.accepted += 1
         return True
 
+    def try_push(self, message: Any) -> bool:
+        """Append ``message`` if there is room now; False (and nothing done) when the inbox is full.
+
+        The runtime's listener uses this to skip a coroutine per message; a full
+        inbox then goes through :meth:`push`, which waits or drops (and counts).
+        """
+        if self.maxsize and len(self._items) >= self.maxsize:
+            return False
+        self._items.append(message)
+        self.accepted += 1
+        return True
+
     def poll(self, batch_size: int = 10) -> list[Any]:
         """Take up to ``batch_size`` messages (FIFO) without waiting."""
         items = self._items

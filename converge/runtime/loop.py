@@ -313,6 +313,7 @@ class AgentRuntime:
     # ---------------------------------------------------------------- listener
     async def _listen(self) -> None:
         transport, registry, timeout = self.transport, self.identity_registry, self.receive_timeout_sec
+        fast = type(self).deliver is AgentRuntime.deliver  # a subclass's deliver() always runs
         while self.running:
             try:
                 if registry is not None:
@@ -332,7 +333,22 @@ class AgentRuntime:
                 for fn in self._hooks["on_unverified_drop"]:
                     await self._call_hook(fn, "on_unverified_drop", {"agent_id": self.agent.id})
                 continue
-            await self.deliver(msg)
+            if not (fast and self._deliver_now(msg)):
+                await self.deliver(msg)
+
+    def _deliver_now(self, message: Message) -> bool:
+        """:meth:`deliver` without a coroutine when nothing observes the message before the inbox.
+
+        False (nothing done) when a metric, replay log or ``on_message_received``
+        hook must see it, or the inbox has no room now; :meth:`deliver` then runs.
+        """
+        if self.metrics_collector is not None or self.replay_log is not None or self._hooks["on_message_received"]:
+            return False
+        try_push = getattr(self.inbox, "try_push", None)
+        if try_push is None or not try_push(message):
+            return False
+        self.scheduler.notify()
+        return True
 
     async def deliver(self, message: Message) -> bool:
         """Accept ``message`` as if the transport had received it (counts, replay, hooks, inbox).
@@ -415,9 +431,10 @@ class AgentRuntime:
         rounds = max(1, self.max_tool_loop_iterations)
         error = phase = None
         decide_time = exec_time = 0.0
+        hooks = self._hooks
         for round_no in range(rounds):
             ctx.tool_round = round_no
-            if not await self._run_phase("before_decide", ctx):
+            if hooks["before_decide"] and not await self._run_phase("before_decide", ctx):
                 error, phase = describe_error(ctx.error), ctx.phase
                 break
             td = clock()
@@ -444,7 +461,9 @@ class AgentRuntime:
             decisions = list(decisions or [])
             proposed.extend(decisions)
             ctx.decisions = decisions
-            if not await self._run_phase("after_decide", ctx) or not await self._run_phase("before_execute", ctx):
+            if (hooks["after_decide"] and not await self._run_phase("after_decide", ctx)) or (
+                hooks["before_execute"] and not await self._run_phase("before_execute", ctx)
+            ):
                 error, phase = describe_error(ctx.error), ctx.phase
                 break
             final = ctx.decisions
@@ -458,7 +477,8 @@ class AgentRuntime:
             executed.extend(final)
             outcomes.extend(results)
             ctx.outcomes = results
-            await self._run_phase("after_execute", ctx)
+            if hooks["after_execute"]:
+                await self._run_phase("after_execute", ctx)
             for d in final:
                 if isinstance(d, _POOL_DECISIONS):
                     self._tasks_view.invalidate_pools()
@@ -625,8 +645,8 @@ def _decide_caller(agent: Any) -> Callable[[list[Any], list[Any], list[dict[str,
     if adecide is not None and inspect.iscoroutinefunction(adecide):
         fn = adecide
 
-        async def call_async(messages: list[Any], tasks: list[Any], obs: list[dict[str, Any]]) -> Any:
-            return await (fn(messages, tasks, tool_observations=obs) if obs else fn(messages, tasks))
+        def call_async(messages: list[Any], tasks: list[Any], obs: list[dict[str, Any]]) -> Any:
+            return fn(messages, tasks, tool_observations=obs) if obs else fn(messages, tasks)  # the coroutine
 
         return call_async
     decide = agent.decide
@@ -642,8 +662,8 @@ def _decide_caller(agent: Any) -> Callable[[list[Any], list[Any], list[dict[str,
 
 
 def _decide_caller_async(decide: Callable[..., Any]) -> Callable[..., Any]:
-    async def call(messages: list[Any], tasks: list[Any], obs: list[dict[str, Any]]) -> Any:
-        return await (decide(messages, tasks, tool_observations=obs) if obs else decide(messages, tasks))
+    def call(messages: list[Any], tasks: list[Any], obs: list[dict[str, Any]]) -> Any:
+        return decide(messages, tasks, tool_observations=obs) if obs else decide(messages, tasks)  # the coroutine
 
     return call
 

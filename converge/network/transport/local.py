@@ -349,6 +349,8 @@ class LocalTransport(Transport):
             raise _NotStartedError(f"Transport not started: call start() on LocalTransport {self.agent_id!r} before receive()")
         queue = self.queue
         if isinstance(queue, ReceiveQueue):
+            if not queue.empty():  # the common case under load: no coroutine for the wait
+                return queue.get_nowait()
             return await queue.get_within(timeout)
         if timeout is None:
             return await queue.get()

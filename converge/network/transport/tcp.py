@@ -290,6 +290,8 @@ class TcpTransport(Transport):
         """
         inbox = self.inbox
         if isinstance(inbox, ReceiveQueue):
+            if not inbox.empty():  # the common case under load: no coroutine for the wait
+                return inbox.get_nowait()
             return await inbox.get_within(timeout)
         if timeout is None:
             return await inbox.get()
