@@ -39,7 +39,6 @@ from converge.core.pool import Pool
 from converge.core.store import Store
 from converge.core.topic import Topic
 from converge.errors import ConfigError
-from converge.extensions.storage.memory import MemoryStore
 
 logger = logging.getLogger("converge.coordination.pool_manager")
 
@@ -125,7 +124,12 @@ class PoolManager:
     """
 
     def __init__(self, store: Store | None = None, coordination_metrics: Any = None) -> None:
-        self.store: Store = store if store is not None else MemoryStore()
+        if store is None:
+            # The reference's default; imported here so coordination does not import extensions at load time.
+            from converge.extensions.storage.memory import MemoryStore
+
+            store = MemoryStore()
+        self.store: Store = store
         self.coordination_metrics = coordination_metrics
         self.pools: dict[str, Pool] = {}
         self.last_denial: str | None = None

@@ -47,7 +47,6 @@ from converge.core.store import Store
 from converge.core.task import Task, TaskState
 from converge.core.topic import Topic
 from converge.errors import ConfigError, ConvergeError, InvalidTransition
-from converge.extensions.storage.memory import MemoryStore
 
 logger = logging.getLogger("converge.coordination.task_manager")
 
@@ -81,7 +80,12 @@ class TaskManager:
         clock: Callable[[], float] = time.monotonic,
         change_log_retention: int = 16384,
     ) -> None:
-        self.store: Store = store if store is not None else MemoryStore()
+        if store is None:
+            # The reference's default; imported here so coordination does not import extensions at load time.
+            from converge.extensions.storage.memory import MemoryStore
+
+            store = MemoryStore()
+        self.store: Store = store
         self.coordination_metrics = coordination_metrics
         self.clock = clock
         self.claim_refusals: Counter[str] = Counter()
