@@ -109,7 +109,7 @@ def test_capabilities() -> None:
 
 DECISION_FIELDS = {
     "SendMessage": ["message"],
-    "JoinPool": ["pool_id"],
+    "JoinPool": ["pool_id", "context"],  # context: optional addition (admission token), positional order kept
     "LeavePool": ["pool_id"],
     "CreatePool": ["spec"],
     "SubmitTask": ["task"],

@@ -208,3 +208,13 @@ async def test_visible_tasks_sorted_by_priority_and_filtered_by_pool(world):
     async with rt:
         rec = await rt.step()
     assert [t.priority for t in rec.tasks] == [9, 5, 1]
+
+
+async def test_join_pool_carries_an_admission_token(world):
+    from converge.policy.admission import TokenAdmission
+
+    world["pools"].create_pool({"id": "vip", "admission_policy": TokenAdmission("s3cret")})
+    rec = await run_decisions(world, [JoinPool("vip"), JoinPool("vip", {"token": "wrong"}),
+                                      JoinPool("vip", {"token": "s3cret"})])
+    assert [o.status for o in rec.outcomes] == ["rejected", "rejected", "ok"]
+    assert "refused" in rec.outcomes[0].detail

@@ -20,7 +20,10 @@ class SendMessage(Decision):
 
 @dataclass
 class JoinPool(Decision):
+    """Join a pool. ``context`` travels to the pool's admission policy (e.g. ``{"token": ...}``)."""
+
     pool_id: str
+    context: dict[str, Any] | None = None
 
 
 @dataclass

@@ -258,9 +258,12 @@ class StandardExecutor:
     async def _join_pool(self, d: JoinPool) -> DecisionOutcome:
         if self.pool_manager is None:
             return DecisionOutcome(d, IGNORED, "no pool manager configured")
-        if self.pool_manager.join_pool(self.agent_id, d.pool_id):
+        joined = (self.pool_manager.join_pool(self.agent_id, d.pool_id, d.context) if d.context
+                  else self.pool_manager.join_pool(self.agent_id, d.pool_id))
+        if joined:
             return DecisionOutcome(d, OK, f"joined {d.pool_id}", result=True)
-        return DecisionOutcome(d, REJECTED, f"join of pool {d.pool_id} refused (missing pool, admission or trust)", result=False)
+        reason = getattr(self.pool_manager, "last_denial", None) or "missing pool, admission or trust"
+        return DecisionOutcome(d, REJECTED, f"join of pool {d.pool_id} refused: {reason}", result=False)
 
     async def _leave_pool(self, d: LeavePool) -> DecisionOutcome:
         if self.pool_manager is None:
