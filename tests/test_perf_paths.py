@@ -207,3 +207,39 @@ async def test_listener_fast_path_keeps_order_and_full_inbox_still_drops_and_cou
             while not len(rt2.inbox):
                 await asyncio.sleep(0.001)
     assert mc.get_counter("messages_received") == 1  # observed messages take the full deliver() path
+
+
+@pytest.mark.parametrize("cap, expected", [(None, 150), (100, 100), (7, 7)])
+async def test_runtime_shows_at_most_max_visible_tasks_highest_priority_first(cap: int | None, expected: int) -> None:
+    from converge.coordination.pool_manager import PoolManager
+    from converge.coordination.task_manager import TaskManager
+    from converge.core.identity import Identity
+    from converge.core.task import Task
+    from converge.extensions.storage.memory import MemoryStore
+    from converge.network.transport.local import LocalTransport, LocalTransportRegistry
+    from converge.runtime import AgentRuntime
+    from converge.testing.agents import ScriptedAgent
+
+    store = MemoryStore()
+    tasks = TaskManager(store)
+    for i in range(150):
+        tasks.submit(Task(id=f"t{i:03d}", priority=i % 10, objective={"i": i}))
+    agent = ScriptedAgent([], Identity.generate())
+    rt = AgentRuntime(agent, LocalTransport(agent.id, registry=LocalTransportRegistry.isolated()),
+                      pool_manager=PoolManager(store), task_manager=tasks, manual=True, max_visible_tasks=cap)
+    async with rt:
+        record = await rt.step()
+    assert len(record.tasks) == expected
+    priorities = [t.priority for t in record.tasks]
+    assert priorities == sorted(priorities, reverse=True) and priorities[0] == 9
+
+
+def test_max_visible_tasks_must_be_positive() -> None:
+    from converge.core.agent import Agent
+    from converge.core.identity import Identity
+    from converge.network.transport.local import LocalTransport, LocalTransportRegistry
+    from converge.runtime import AgentRuntime
+
+    agent = Agent(Identity.generate())
+    with pytest.raises(ValueError, match="max_visible_tasks"):
+        AgentRuntime(agent, LocalTransport(agent.id, registry=LocalTransportRegistry.isolated()), max_visible_tasks=0)

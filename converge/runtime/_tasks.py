@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 
@@ -11,6 +12,11 @@ class TaskView:
     Topic filtering uses an explicitly passed ``agent_descriptor``'s topics, or
     else the agent's own ``topics`` when they are ``Topic`` objects (the
     reference ignored the agent's topics without a descriptor).
+
+    At most ``runtime.max_visible_tasks`` tasks are shown, highest priority
+    first (the reference showed every pending task, so the cost of a step grew
+    with the backlog). The cap is passed to the task manager as ``limit=`` when
+    its ``list_pending_tasks_for_agent`` accepts one, else the list is cut.
     """
 
     def __init__(self, runtime: Any) -> None:
@@ -18,6 +24,7 @@ class TaskView:
         self._pool_ids: list[str] | None = None
         self._pool_ids_at = 0.0
         self._last_refresh = 0.0
+        self._limit_kw: tuple[Any, bool] | None = None  # (manager, accepts limit=)
 
     def invalidate_pools(self) -> None:
         self._pool_ids = None
@@ -49,15 +56,31 @@ class TaskView:
             if now - self._last_refresh >= interval:
                 refresh = True
                 self._last_refresh = now
+        cap = rt.max_visible_tasks
         if rt.pool_manager is None:
-            return list(tm.list_pending_tasks(refresh_from_store=refresh))
-        return list(
-            tm.list_pending_tasks_for_agent(
-                rt.agent.id,
-                pool_ids=self._pools(force_refresh),
-                capabilities=list(getattr(rt.agent, "capabilities", None) or []),
-                topics=self._topics(),
-                sort_by_priority=True,
-                refresh_from_store=refresh,
-            )
+            tasks = tm.list_pending_tasks(refresh_from_store=refresh)
+            return list(tasks if cap is None else tasks[:cap])
+        kwargs: dict[str, Any] = {}
+        if cap is not None and self._accepts_limit(tm):
+            kwargs["limit"] = cap
+        tasks = tm.list_pending_tasks_for_agent(
+            rt.agent.id,
+            pool_ids=self._pools(force_refresh),
+            capabilities=list(getattr(rt.agent, "capabilities", None) or []),
+            topics=self._topics(),
+            sort_by_priority=True,
+            refresh_from_store=refresh,
+            **kwargs,
         )
+        return list(tasks if cap is None or "limit" in kwargs else tasks[:cap])
+
+    def _accepts_limit(self, tm: Any) -> bool:
+        known = self._limit_kw
+        if known is None or known[0] is not tm:
+            try:
+                params = inspect.signature(tm.list_pending_tasks_for_agent).parameters
+                ok = "limit" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+            except (TypeError, ValueError):
+                ok = False
+            known = self._limit_kw = (tm, ok)
+        return known[1]

@@ -48,9 +48,12 @@ class AgentRuntime:
 
     Positional parameters follow the reference order. Keyword-only additions:
     ``manual`` (start with the step loop paused), ``batch_size`` (messages per
-    step, default 10), ``sign_outgoing`` (sign unsigned outgoing messages with
-    the agent's identity, default True), ``history_size`` (StepRecords kept in
-    :attr:`history`), ``clock`` (monotonic clock for intervals).
+    step, default 10), ``max_visible_tasks`` (pending tasks shown to ``decide``
+    per step, highest priority first, default 100; ``None`` shows every one as
+    the reference did, which makes each step cost O(backlog)), ``sign_outgoing``
+    (sign unsigned outgoing messages with the agent's identity, default True),
+    ``history_size`` (StepRecords kept in :attr:`history`), ``clock`` (monotonic
+    clock for intervals).
 
     Store calls of the task/pool managers run on the loop; keep them short
     (memory, SQLite in WAL mode, Redis) — they are single key operations.
@@ -91,6 +94,7 @@ class AgentRuntime:
         allow_network_transport_mismatch: bool = False,
         manual: bool = False,
         batch_size: int = 10,
+        max_visible_tasks: int | None = 100,
         sign_outgoing: bool = True,
         history_size: int = 100,
         clock: Callable[[], float] = time.monotonic,
@@ -99,6 +103,8 @@ class AgentRuntime:
             raise ValueError("Injected network transport does not match runtime transport")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_visible_tasks is not None and (isinstance(max_visible_tasks, bool) or max_visible_tasks < 1):
+            raise ValueError(f"max_visible_tasks must be >= 1 or None, got {max_visible_tasks!r}")
         self.agent = agent
         self.transport = transport
         self.pool_manager = pool_manager
@@ -129,6 +135,7 @@ class AgentRuntime:
         self.runtime_hooks: list[Any] = list(runtime_hooks or [])
         self.allow_network_transport_mismatch = allow_network_transport_mismatch
         self.batch_size = batch_size
+        self.max_visible_tasks = max_visible_tasks
         self.sign_outgoing = sign_outgoing
         self.clock = clock
         self.running = False
