@@ -13,8 +13,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +39,14 @@ def _canonicalize(value: Any) -> Any:
     return value
 
 
+_UUID4_MASK = 0xFFFFFFFF_FFFF_0FFF_3FFF_FFFFFFFFFFFF
+_UUID4_BITS = 0x00000000_0000_4000_8000_000000000000
+
+
 def _new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4, RFC 4122 variant) UUID string, like ``str(uuid.uuid4())`` at half the cost."""
+    h = "%032x" % (int.from_bytes(os.urandom(16), "big") & _UUID4_MASK | _UUID4_BITS)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _now_ms() -> int:
@@ -93,7 +99,11 @@ class Message:
             ValueError: the identity has no private key.
         """
         unsigned = self if self.sender == identity.fingerprint else dataclasses.replace(self, sender=identity.fingerprint)
-        return dataclasses.replace(unsigned, signature=identity.sign(unsigned.signing_bytes()))
+        signature = identity.sign(unsigned.signing_bytes())
+        if type(unsigned) is Message:  # all eight fields given: no default factories, no replace() overhead
+            return Message(unsigned.id, unsigned.sender, unsigned.recipient, unsigned.topics, unsigned.payload,
+                           unsigned.task_id, unsigned.timestamp, signature)
+        return dataclasses.replace(unsigned, signature=signature)
 
     def verify(self, sender_public_key: bytes) -> bool:
         """True iff the signature is valid for ``sender_public_key``. Never raises."""
