@@ -10,6 +10,13 @@ are pooled across runs for p50/p99.
 A *run* is a callable ``once(n) -> Sample`` (sync or async) that performs
 ``n`` operations and times itself, so set-up and tear-down stay outside the
 timed region.
+
+A metric with a target is *paired* with its limit: the limit (an async
+callable returning operations per second, see
+:class:`benchmarks.bench_limits.Probe`) is measured right before and right
+after every timed run, and the ratio is taken per run. Another process that
+grabs the CPU for a while then slows both sides of the ratio, not one of them;
+the reported ratio is the median of the per-run ratios.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ class Result:
         rates: the rate of every timed run.
         ops: operations per timed run.
         p50_us / p99_us: latency percentiles in microseconds, when recorded.
+        limit_label / limit_rate / ratio / ratios: for a paired metric, what the
+            limit is, its median rate, and the median (and every) per-run ratio.
     """
 
     name: str
@@ -59,6 +68,10 @@ class Result:
     ops: int
     p50_us: float | None = None
     p99_us: float | None = None
+    limit_label: str | None = None
+    limit_rate: float | None = None
+    ratio: float | None = None
+    ratios: tuple[float, ...] = ()
 
     @property
     def seconds_per_op(self) -> float:
@@ -67,6 +80,7 @@ class Result:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rates"] = list(self.rates)
+        d["ratios"] = list(self.ratios)
         return d
 
 
@@ -88,9 +102,18 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def summarise(name: str, unit: str, samples: list[Sample]) -> Result:
+Limit = Callable[[], Awaitable[float]]
+"""An async callable measuring a limit once and returning its operations per second."""
+
+
+def summarise(
+    name: str, unit: str, samples: list[Sample], limit_rates: list[float] | None = None, limit_label: str | None = None
+) -> Result:
     rates = tuple(s.ops / s.elapsed for s in samples if s.elapsed > 0)
     lat = sorted(x for s in samples for x in s.latencies)
+    ratios: tuple[float, ...] = ()
+    if limit_rates:
+        ratios = tuple(r / lim for r, lim in zip(rates, limit_rates, strict=True))
     return Result(
         name=name,
         unit=unit,
@@ -99,13 +122,27 @@ def summarise(name: str, unit: str, samples: list[Sample]) -> Result:
         ops=samples[0].ops if samples else 0,
         p50_us=percentile(lat, 0.50) * 1e6 if lat else None,
         p99_us=percentile(lat, 0.99) * 1e6 if lat else None,
+        limit_label=limit_label,
+        limit_rate=statistics.median(limit_rates) if limit_rates else None,
+        ratio=statistics.median(ratios) if ratios else None,
+        ratios=ratios,
     )
 
 
 async def measure(
-    name: str, unit: str, once: Callable[[int], Sample | Awaitable[Sample]], plan: Plan
+    name: str,
+    unit: str,
+    once: Callable[[int], Sample | Awaitable[Sample]],
+    plan: Plan,
+    *,
+    limit: Limit | None = None,
+    limit_label: str | None = None,
 ) -> Result:
-    """Warm up once with ``plan.warmup`` operations, then time up to ``plan.repeats`` runs of ``plan.n``."""
+    """Warm up once with ``plan.warmup`` operations, then time up to ``plan.repeats`` runs of ``plan.n``.
+
+    With ``limit``, the limit is measured before and after each timed run
+    (their mean is that run's limit) and the result carries the ratios.
+    """
 
     async def call(n: int) -> Sample:
         out = once(n)
@@ -113,15 +150,19 @@ async def measure(
 
     await call(plan.warmup)
     samples: list[Sample] = []
+    limit_rates: list[float] = []
     spent = 0.0
     for _ in range(plan.repeats):
         gc.collect()
+        before = await limit() if limit is not None else 0.0
         sample = await call(plan.n)
+        if limit is not None:
+            limit_rates.append((before + await limit()) / 2)
         samples.append(sample)
         spent += sample.elapsed
         if spent >= plan.time_bound:
             break
-    return summarise(name, unit, samples)
+    return summarise(name, unit, samples, limit_rates or None, limit_label)
 
 
 def measure_sync(name: str, unit: str, once: Callable[[int], Sample], plan: Plan) -> Result:
@@ -137,4 +178,4 @@ def timed_loop(fn: Callable[[], Any], n: int) -> Sample:
     return Sample(n, time.perf_counter() - t0)
 
 
-__all__ = ["Plan", "Result", "Sample", "measure", "measure_sync", "percentile", "summarise", "timed_loop"]
+__all__ = ["Limit", "Plan", "Result", "Sample", "measure", "measure_sync", "percentile", "summarise", "timed_loop"]

@@ -15,6 +15,7 @@ import time
 
 from benchmarks._fixtures import payload
 from benchmarks._harness import Plan, Result, Sample, measure
+from benchmarks.bench_limits import Probe
 from converge.core.identity import Identity
 from converge.core.message import Message
 
@@ -33,7 +34,10 @@ def _sign_verify_once(n: int) -> Sample:
 
 async def _run_all(quick: bool) -> dict[str, Result]:
     plan = Plan(1_000, 200, 3, 1.0) if quick else Plan(10_000, 1_000, 5, 4.0)
-    res = await measure("core.sign_verify", "messages", _sign_verify_once, plan)
+    probe = Probe(quick)
+    res = await measure("core.sign_verify", "messages", _sign_verify_once, plan,
+                        limit=probe.composite(ed25519_sign=1, ed25519_verify=1, msgpack_rt=1),
+                        limit_label="1 sign + 1 verify + 1 pack/unpack")
     return {res.name: res}
 
 

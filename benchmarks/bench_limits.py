@@ -10,7 +10,10 @@
   of that message, through the same backend :class:`~converge.core.identity.Identity` uses;
 * ``limits.msgpack_rt`` — ``msgpack.packb`` + ``msgpack.unpackb`` of that message's wire map.
 
-Run alone with ``python -m benchmarks.bench_limits [--quick]``.
+:class:`Probe` measures any of them (or a weighted sum, e.g. "2 signs + 1 queue
+round trip") in a few milliseconds, so a benchmark can pair every timed run
+with a fresh measurement of its limit. Run alone with
+``python -m benchmarks.bench_limits [--quick]``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import msgpack
 
 from benchmarks._fixtures import signed_sample
-from benchmarks._harness import Plan, Result, Sample, measure, timed_loop
+from benchmarks._harness import Limit, Plan, Result, Sample, measure, timed_loop
 from converge.core.identity import Identity
 
 FANOUT = 50
@@ -114,6 +117,10 @@ async def _tcp_echo(n: int, body_size: int) -> Sample:
     frame = header.pack(body_size) + b"\x00" * body_size
     lat = []
     try:
+        for _ in range(20):  # warm the connection before timing
+            writer.write(frame)
+            await writer.drain()
+            await reader.readexactly(4 + body_size)
         t0 = time.perf_counter()
         for _ in range(n):
             t = time.perf_counter()
@@ -153,6 +160,51 @@ def _crypto_runs() -> tuple[Any, Any, Any]:
         return timed_loop(lambda: unpack(pack(wire, use_bin_type=True), raw=False), n)
 
     return sign_once, verify_once, pack_once
+
+
+class Probe:
+    """Quick measurements of each limit, to pair with a metric's timed runs.
+
+    Args:
+        quick: smaller probes (a few ms each) for ``--quick`` runs.
+    """
+
+    def __init__(self, quick: bool = False) -> None:
+        k = 1 if quick else 2
+        self.sizes = {
+            "queue_rt": 2_000 * k, "queue_fanout_50": 100 * k, "loop_tick": 5_000 * k, "tcp_echo_rt": 300 * k,
+            "ed25519_sign": 300 * k, "ed25519_verify": 150 * k, "msgpack_rt": 2_000 * k,
+        }
+        self._body = frame_body_size()
+        sign_once, verify_once, pack_once = _crypto_runs()
+        self._runs: dict[str, Any] = {
+            "queue_rt": _queue_rt, "queue_fanout_50": _queue_fanout, "loop_tick": _loop_tick,
+            "tcp_echo_rt": lambda n: _tcp_echo(n, self._body),
+            "ed25519_sign": sign_once, "ed25519_verify": verify_once, "msgpack_rt": pack_once,
+        }
+
+    async def rate(self, name: str) -> float:
+        """Operations per second of limit ``name`` (one short run)."""
+        out = self._runs[name](self.sizes[name])
+        sample = await out if asyncio.iscoroutine(out) else out
+        return sample.ops / sample.elapsed
+
+    def composite(self, **weights: float) -> Limit:
+        """A limit made of ``weights[name]`` operations of each named limit per operation.
+
+        ``probe.composite(ed25519_sign=2, queue_rt=1)`` is "2 signs + 1 queue round trip".
+        """
+        unknown = set(weights) - set(self._runs)
+        if unknown:
+            raise ValueError(f"unknown limits {sorted(unknown)}; known: {sorted(self._runs)}")
+
+        async def limit() -> float:
+            seconds = 0.0
+            for name, weight in weights.items():
+                seconds += weight / await self.rate(name)
+            return 1.0 / seconds
+
+        return limit
 
 
 async def _run_all(quick: bool) -> dict[str, Result]:

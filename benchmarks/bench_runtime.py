@@ -7,7 +7,12 @@
   (``identity_registry=...``);
 * ``runtime.fanout_50`` — one publisher sends a burst of topic messages to 50 runtimes
   subscribed to that topic; deliveries/s counts messages handed to ``decide``;
-* ``runtime.tcp_signed`` — signed ping-pong between two runtimes over TCP on 127.0.0.1.
+* ``runtime.tcp_signed`` — signed ping-pong between two runtimes over TCP on 127.0.0.1;
+* ``runtime.idle_tick_4`` — loop iterations per second of 4 idle runtimes with a pool and a
+  task manager (``scheduler_timeout_sec=0``): the "one loop tick" the task benchmark is
+  compared with.
+
+Each metric with a target is paired with its limit (:class:`~benchmarks.bench_limits.Probe`).
 
 A round trip is: runtime A decides to send a ping, signs and sends it; B's listener
 receives it, B's step decides a reply, signs and sends it; A's listener receives
@@ -23,10 +28,15 @@ import time
 from typing import Any
 
 from benchmarks._fixtures import PingAgent, payload
-from benchmarks._harness import Plan, Result, Sample, measure
+from benchmarks._harness import Limit, Plan, Result, Sample, measure
+from benchmarks.bench_limits import Probe
+from converge.coordination.pool_manager import PoolManager
+from converge.coordination.task_manager import TaskManager
+from converge.core.agent import Agent
 from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.core.topic import Topic
+from converge.extensions.storage.memory import MemoryStore
 from converge.network.identity_registry import IdentityRegistry
 from converge.network.transport.local import LocalTransport, LocalTransportRegistry
 from converge.network.transport.tcp import TcpTransport
@@ -78,7 +88,8 @@ async def _ping_pong_run(a_rt: AgentRuntime, pinger: _Pinger, kick: Message, n: 
     return Sample(n, elapsed, list(pinger.latencies))
 
 
-async def _local_ping_pong(name: str, plan: Plan, *, sign: bool, verify: bool) -> Result:
+async def _local_ping_pong(name: str, plan: Plan, *, sign: bool, verify: bool, limit: Limit | None = None,
+                           limit_label: str | None = None) -> Result:
     registry = LocalTransportRegistry.isolated()
     ida, idb = Identity.generate(), Identity.generate()
     keys = IdentityRegistry()
@@ -90,10 +101,11 @@ async def _local_ping_pong(name: str, plan: Plan, *, sign: bool, verify: bool) -
     b = AgentRuntime(ponger, LocalTransport(idb.fingerprint, registry=registry), **opts)
     kick = Message(sender=idb.fingerprint, recipient=ida.fingerprint, payload=payload()).sign(idb)
     async with a, b:
-        return await measure(name, "round trips", lambda n: _ping_pong_run(a, pinger, kick, n), plan)
+        return await measure(name, "round trips", lambda n: _ping_pong_run(a, pinger, kick, n), plan,
+                             limit=limit, limit_label=limit_label)
 
 
-async def _tcp_ping_pong(name: str, plan: Plan) -> Result:
+async def _tcp_ping_pong(name: str, plan: Plan, limit: Limit | None = None, limit_label: str | None = None) -> Result:
     ida, idb = Identity.generate(), Identity.generate()
     pinger, ponger = _Pinger(ida, idb.fingerprint), PingAgent(idb)
     ta = TcpTransport("127.0.0.1", 0, ida.fingerprint)
@@ -102,10 +114,12 @@ async def _tcp_ping_pong(name: str, plan: Plan) -> Result:
     async with a, b:
         pinger.route, ponger.route = [tb.address_topic], [ta.address_topic]
         kick = Message(sender=idb.fingerprint, recipient=ida.fingerprint, payload=payload()).sign(idb)
-        return await measure(name, "round trips", lambda n: _ping_pong_run(a, pinger, kick, n), plan)
+        return await measure(name, "round trips", lambda n: _ping_pong_run(a, pinger, kick, n), plan,
+                             limit=limit, limit_label=limit_label)
 
 
-async def _fanout(name: str, plan: Plan, subscribers: int = FANOUT) -> Result:
+async def _fanout(name: str, plan: Plan, subscribers: int = FANOUT, limit: Limit | None = None,
+                  limit_label: str | None = None) -> Result:
     registry = LocalTransportRegistry.isolated()
     publisher = LocalTransport("publisher", registry=registry)
     agents = [PingAgent(Identity.generate(), reply=False, topics=[FANOUT_TOPIC]) for _ in range(subscribers)]
@@ -134,10 +148,45 @@ async def _fanout(name: str, plan: Plan, subscribers: int = FANOUT) -> Result:
         for rt in runtimes:
             await rt.start()
         try:
-            return await measure(name, "deliveries", once, plan)
+            return await measure(name, "deliveries", once, plan, limit=limit, limit_label=limit_label)
         finally:
             for rt in runtimes:
                 await rt.stop()
+
+
+async def _idle_ticks(name: str, plan: Plan, workers: int = 4) -> Result:
+    """Steps per second of ``workers`` idle runtimes set up like the task benchmark's workers."""
+    store = MemoryStore()
+    pools, tasks = PoolManager(store), TaskManager(store)
+    agents = [Agent(Identity.generate()) for _ in range(workers)]
+    pools.create_pool({"id": "workers", "agents": [a.id for a in agents]})
+    registry = LocalTransportRegistry.isolated()
+    runtimes = [
+        AgentRuntime(a, LocalTransport(a.id, registry=registry), pool_manager=pools, task_manager=tasks,
+                     receive_timeout_sec=1.0, scheduler_timeout_sec=0.0)
+        for a in agents
+    ]
+
+    async def once(ms: int) -> Sample:
+        start_steps = sum(rt.step_count for rt in runtimes)
+        t0 = time.perf_counter()
+        await asyncio.sleep(ms / 1000)
+        elapsed = time.perf_counter() - t0
+        return Sample(sum(rt.step_count for rt in runtimes) - start_steps, elapsed)
+
+    for rt in runtimes:
+        await rt.start()
+    try:
+        return await measure(name, "ticks", once, plan)
+    finally:
+        for rt in runtimes:
+            await rt.stop()
+
+
+def idle_tick_rate(quick: bool = False) -> Result:
+    """``runtime.idle_tick_4`` alone, in a fresh event loop (the suite runs it around the task benchmark)."""
+    plan = Plan(200, 50, 3, 1.0) if quick else Plan(1_000, 200, 5, 4.0)
+    return asyncio.run(_idle_ticks("runtime.idle_tick_4", plan))
 
 
 async def _run_all(quick: bool) -> dict[str, Result]:
@@ -145,12 +194,20 @@ async def _run_all(quick: bool) -> dict[str, Result]:
     pp = Plan(1_500, 200, 3, bound) if quick else Plan(20_000, 2_000, 5, bound)
     fan = Plan(100, 20, 3, bound) if quick else Plan(2_000, 200, 5, bound)
     tcp = Plan(500, 100, 3, bound) if quick else Plan(8_000, 1_000, 5, bound)
+    probe = Probe(quick)
     results = [
-        await _local_ping_pong("runtime.local_signed", pp, sign=True, verify=False),
-        await _local_ping_pong("runtime.local_unsigned", pp, sign=False, verify=False),
-        await _local_ping_pong("runtime.local_verified", pp, sign=True, verify=True),
-        await _fanout("runtime.fanout_50", fan),
-        await _tcp_ping_pong("runtime.tcp_signed", tcp),
+        await _local_ping_pong("runtime.local_signed", pp, sign=True, verify=False,
+                               limit=probe.composite(ed25519_sign=2, queue_rt=1),
+                               limit_label="2 signs + 1 queue round trip"),
+        await _local_ping_pong("runtime.local_unsigned", pp, sign=False, verify=False,
+                               limit=probe.composite(queue_rt=1), limit_label="1 queue round trip"),
+        await _local_ping_pong("runtime.local_verified", pp, sign=True, verify=True,
+                               limit=probe.composite(ed25519_sign=2, ed25519_verify=2, queue_rt=1),
+                               limit_label="2 signs + 2 verifies + 1 queue round trip"),
+        await _fanout("runtime.fanout_50", fan, limit=probe.composite(queue_fanout_50=1),
+                      limit_label="bare queue fan-out 1 -> 50"),
+        await _tcp_ping_pong("runtime.tcp_signed", tcp, limit=probe.composite(ed25519_sign=2, tcp_echo_rt=1),
+                             limit_label="2 signs + 1 bare TCP echo round trip"),
     ]
     return {r.name: r for r in results}
 
@@ -162,4 +219,6 @@ def run(quick: bool = False) -> dict[str, Result]:
 
 if __name__ == "__main__":
     for res in run("--quick" in sys.argv).values():
-        print(f"{res.name:<28} {res.rate:>12,.0f} {res.unit}/s  p50={res.p50_us or 0:.0f}µs p99={res.p99_us or 0:.0f}µs")
+        ratio = "" if res.ratio is None else f"  {res.ratio:.2f} of {res.limit_label}"
+        print(f"{res.name:<28} {res.rate:>12,.0f} {res.unit}/s  p50={res.p50_us or 0:.0f}µs p99={res.p99_us or 0:.0f}µs{ratio}")
+    print(idle_tick_rate("--quick" in sys.argv).rate, "idle ticks/s (4 runtimes)")
