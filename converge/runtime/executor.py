@@ -41,6 +41,7 @@ from converge.core.decisions import (
 )
 from converge.core.message import Message
 from converge.errors import ConvergeError
+from converge.network.network import AgentNetwork
 from converge.runtime.records import DENIED, FAILED, IGNORED, OK, REJECTED, DecisionOutcome, describe_error
 
 logger = logging.getLogger("converge.runtime.executor")
@@ -221,7 +222,9 @@ class StandardExecutor:
         if self.rate_limiter is not None and not self.rate_limiter.allow_message(message, direction="egress"):
             self._inc("rate_limit_egress_dropped_total")
             return DecisionOutcome(decision, DENIED, "egress rate limit")
-        await self.network.send(message)
+        network = self.network
+        # A plain AgentNetwork only forwards to its transport: call the transport without that frame.
+        await (network.transport.send(message) if type(network) is AgentNetwork else network.send(message))
         if self.replay_log is not None:
             self.replay_log.record_outbound(message, agent_id=self.agent_id, transport=self._transport_name)
         self._inc("messages_sent")

@@ -400,13 +400,15 @@ class AgentRuntime:
         return await self._locked_step(asyncio.current_task())
 
     async def _locked_step(self, task: asyncio.Task[Any] | None) -> StepRecord:
-        async with self._step_lock:
+        lock = self._step_lock
+        await lock.acquire()  # not "async with": two fewer coroutine frames per step
+        try:
             self._step_task = task
-            try:
-                with trace("runtime.step", agent_id=self.agent.id):
-                    record = await self._step_once()
-            finally:
-                self._step_task = None
+            with trace("runtime.step", agent_id=self.agent.id):
+                record = await self._step_once()
+        finally:
+            self._step_task = None
+            lock.release()
         self.history.append(record)
         for fn in self._hooks["on_step"]:
             await self._call_hook(fn, "on_step", record)
