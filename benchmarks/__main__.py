@@ -15,6 +15,7 @@ the task benchmark.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import platform
 import statistics
@@ -73,9 +74,17 @@ TARGETS = [
 ]
 
 
-def _network(quick: bool) -> dict[str, dict[str, Any]]:
+def _network_tiny() -> dict[str, Any]:
+    async def go() -> list[dict[str, Any]]:
+        return [await bench_network._local(5, signed=False), await bench_network._local(5, signed=True),
+                await bench_network._tcp(5, signed=False), await bench_network._tcp(5, signed=True)]
+
+    return {r["scenario"]: r for r in asyncio.run(go())}
+
+
+def _network(quick: bool, tiny: bool = False) -> dict[str, dict[str, Any]]:
     out = {}
-    for scenario, r in bench_network.run(quick).items():
+    for scenario, r in (_network_tiny() if tiny else bench_network.run(quick)).items():
         out[f"network.{scenario}"] = {
             "name": f"network.{scenario}", "unit": "round trips", "rate": r["round_trips_per_sec"],
             "ops": r["round_trips"], "p50_us": r["p50_us"], "p99_us": r["p99_us"],
@@ -83,13 +92,23 @@ def _network(quick: bool) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _tasks(quick: bool) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+def _tasks_tiny(bench_tasks: Any) -> dict[str, Any]:
+    from converge.coordination.task_manager import TaskManager
+
+    async def go() -> list[dict[str, Any]]:
+        rows = [await bench_tasks._scenario("indexed", n, TaskManager) for n in (8, 16, 32)]
+        return [*rows, await bench_tasks._scenario("naive-scan", 16, bench_tasks.ScanPerTickTaskManager)]
+
+    return {"results": asyncio.run(go())}
+
+
+def _tasks(quick: bool, tiny: bool = False) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
     try:
         from benchmarks import bench_tasks
     except ImportError as exc:  # reported in the table, never skipped silently
         print(f"warning: benchmarks.bench_tasks is not available ({exc}); task rows are missing", file=sys.stderr)
         return {}, None
-    raw = bench_tasks.run(quick)
+    raw = _tasks_tiny(bench_tasks) if tiny else bench_tasks.run(quick)
     out = {}
     for r in raw["results"]:
         name = f"tasks.{r['scenario']}_N{r['tasks']}"
@@ -192,27 +211,31 @@ def render(results: dict[str, dict[str, Any]], limits: dict[str, float], spread:
     return "\n".join(lines)
 
 
-def run_suite(quick: bool, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run every benchmark and return the limits, results and target rows."""
+def run_suite(quick: bool, log: Callable[[str], None] = lambda s: None, *, tiny: bool = False) -> dict[str, Any]:
+    """Run every benchmark and return the limits, results and target rows.
+
+    ``tiny`` runs each benchmark once with a handful of operations (the smoke
+    test's mode: it proves the suite runs; its numbers mean nothing).
+    """
     t0 = time.perf_counter()
     passes: list[dict[str, Result]] = []
     results: dict[str, dict[str, Any]] = {}
     tasks_raw = None
     steps: list[tuple[str, Callable[[], None]]] = [
-        ("limits", lambda: passes.append(bench_limits.run(quick))),
-        ("core", lambda: results.update(_as_dict(bench_core.run(quick)))),
-        ("runtime", lambda: results.update(_as_dict(bench_runtime.run(quick)))),
-        ("limits", lambda: passes.append(bench_limits.run(quick))),
-        ("network", lambda: results.update(_network(quick))),
+        ("limits", lambda: passes.append(bench_limits.run(quick, tiny=tiny))),
+        ("core", lambda: results.update(_as_dict(bench_core.run(quick, tiny=tiny)))),
+        ("runtime", lambda: results.update(_as_dict(bench_runtime.run(quick, tiny=tiny)))),
+        ("limits", lambda: passes.append(bench_limits.run(quick, tiny=tiny))),
+        ("network", lambda: results.update(_network(quick, tiny))),
         ("tasks", lambda: _tasks_step()),
-        ("limits", lambda: passes.append(bench_limits.run(quick))),
+        ("limits", lambda: passes.append(bench_limits.run(quick, tiny=tiny))),
     ]
 
     def _tasks_step() -> None:
         nonlocal tasks_raw
-        before = bench_runtime.idle_tick_rate(quick)
-        rows, tasks_raw = _tasks(quick)
-        after = bench_runtime.idle_tick_rate(quick)
+        before = bench_runtime.idle_tick_rate(quick, tiny=tiny)
+        rows, tasks_raw = _tasks(quick, tiny)
+        after = bench_runtime.idle_tick_rate(quick, tiny=tiny)
         tick = before.as_dict()
         tick.update(rate=(before.rate + after.rate) / 2, rates=[*before.rates, *after.rates])
         results["runtime.idle_tick_4"] = tick
@@ -226,7 +249,7 @@ def run_suite(quick: bool, log: Callable[[str], None] = lambda s: None) -> dict[
     spread = {name: (min(p[name].rate for p in passes), max(p[name].rate for p in passes)) for name in passes[0]}
     rows = evaluate(results, limits)
     return {
-        "command": "python -m benchmarks" + (" --quick" if quick else ""),
+        "command": "python -m benchmarks" + (" --smoke" if tiny else " --quick" if quick else ""),
         "quick": quick,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -245,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (< 60 s)")
     parser.add_argument("--json", metavar="PATH", help="also write every number to PATH as JSON")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: tiny N, meaningless numbers
     args = parser.parse_args(argv)
-    out = run_suite(args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
+    out = run_suite(args.quick, log=lambda s: print(s, file=sys.stderr, flush=True), tiny=args.smoke)
     print(f"$ {out['command']}    # Python {out['python']}, {out['platform']}, {out['elapsed_sec']} s\n")
     print(render(out["results"], out["limits"], out["limit_range"], out["targets"]))
     if args.json:

@@ -97,6 +97,15 @@ class Plan:
         return Plan(max(1, int(self.n * factor)), max(1, int(self.warmup * factor)), self.repeats, self.time_bound)
 
 
+TINY = Plan(5, 2, 1, 0.1)
+"""One timed run of five operations: the smoke test's size (the numbers mean nothing)."""
+
+
+def choose(quick: bool, tiny: bool, full: Plan, quick_plan: Plan) -> Plan:
+    """The plan for a run mode: ``tiny`` (smoke test) wins over ``quick``."""
+    return TINY if tiny else quick_plan if quick else full
+
+
 def percentile(ordered: list[float], q: float) -> float:
     """The ``q`` quantile (0..1) of an already sorted list (nearest rank)."""
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -178,4 +187,4 @@ def timed_loop(fn: Callable[[], Any], n: int) -> Sample:
     return Sample(n, time.perf_counter() - t0)
 
 
-__all__ = ["Limit", "Plan", "Result", "Sample", "measure", "measure_sync", "percentile", "summarise", "timed_loop"]
+__all__ = ["TINY", "Limit", "Plan", "choose", "Result", "Sample", "measure", "measure_sync", "percentile", "summarise", "timed_loop"]

@@ -14,7 +14,7 @@ import sys
 import time
 
 from benchmarks._fixtures import payload
-from benchmarks._harness import Plan, Result, Sample, measure
+from benchmarks._harness import Plan, Result, Sample, choose, measure
 from benchmarks.bench_limits import Probe
 from converge.core.identity import Identity
 from converge.core.message import Message
@@ -32,18 +32,18 @@ def _sign_verify_once(n: int) -> Sample:
     return Sample(n, time.perf_counter() - t0)
 
 
-async def _run_all(quick: bool) -> dict[str, Result]:
-    plan = Plan(1_000, 200, 3, 1.0) if quick else Plan(10_000, 1_000, 5, 4.0)
-    probe = Probe(quick)
+async def _run_all(quick: bool, tiny: bool) -> dict[str, Result]:
+    plan = choose(quick, tiny, Plan(10_000, 1_000, 5, 4.0), Plan(1_000, 200, 3, 1.0))
+    probe = Probe(quick, tiny=tiny)
     res = await measure("core.sign_verify", "messages", _sign_verify_once, plan,
                         limit=probe.composite(ed25519_sign=1, ed25519_verify=1, msgpack_rt=1),
                         limit_label="1 sign + 1 verify + 1 pack/unpack")
     return {res.name: res}
 
 
-def run(quick: bool = False) -> dict[str, Result]:
-    """Measure the sign/verify path."""
-    return asyncio.run(_run_all(quick))
+def run(quick: bool = False, *, tiny: bool = False) -> dict[str, Result]:
+    """Measure the sign/verify path (``tiny``: a handful of operations, for the smoke test)."""
+    return asyncio.run(_run_all(quick, tiny))
 
 
 if __name__ == "__main__":

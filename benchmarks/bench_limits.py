@@ -27,7 +27,7 @@ from typing import Any
 import msgpack
 
 from benchmarks._fixtures import signed_sample
-from benchmarks._harness import Limit, Plan, Result, Sample, measure, timed_loop
+from benchmarks._harness import Limit, Plan, Result, Sample, choose, measure, timed_loop
 from converge.core.identity import Identity
 
 FANOUT = 50
@@ -167,14 +167,17 @@ class Probe:
 
     Args:
         quick: smaller probes (a few ms each) for ``--quick`` runs.
+        tiny: a handful of operations each (smoke test).
     """
 
-    def __init__(self, quick: bool = False) -> None:
+    def __init__(self, quick: bool = False, *, tiny: bool = False) -> None:
         k = 1 if quick else 2
         self.sizes = {
             "queue_rt": 2_000 * k, "queue_fanout_50": 100 * k, "loop_tick": 5_000 * k, "tcp_echo_rt": 300 * k,
             "ed25519_sign": 300 * k, "ed25519_verify": 150 * k, "msgpack_rt": 2_000 * k,
         }
+        if tiny:
+            self.sizes = dict.fromkeys(self.sizes, 3)
         self._body = frame_body_size()
         sign_once, verify_once, pack_once = _crypto_runs()
         self._runs: dict[str, Any] = {
@@ -207,13 +210,12 @@ class Probe:
         return limit
 
 
-async def _run_all(quick: bool) -> dict[str, Result]:
-    bound = 1.0 if quick else 4.0
-    rt = Plan(3_000, 500, 3, bound) if quick else Plan(50_000, 5_000, 5, bound)
-    fan = Plan(400, 50, 3, bound) if quick else Plan(4_000, 400, 5, bound)
-    tick = Plan(20_000, 2_000, 3, bound) if quick else Plan(300_000, 20_000, 5, bound)
-    tcp = Plan(1_000, 100, 3, bound) if quick else Plan(20_000, 1_000, 5, bound)
-    cpu = Plan(2_000, 200, 3, bound) if quick else Plan(20_000, 2_000, 5, bound)
+async def _run_all(quick: bool, tiny: bool) -> dict[str, Result]:
+    rt = choose(quick, tiny, Plan(50_000, 5_000, 5, 4.0), Plan(3_000, 500, 3, 1.0))
+    fan = choose(quick, tiny, Plan(4_000, 400, 5, 4.0), Plan(400, 50, 3, 1.0))
+    tick = choose(quick, tiny, Plan(300_000, 20_000, 5, 4.0), Plan(20_000, 2_000, 3, 1.0))
+    tcp = choose(quick, tiny, Plan(20_000, 1_000, 5, 4.0), Plan(1_000, 100, 3, 1.0))
+    cpu = choose(quick, tiny, Plan(20_000, 2_000, 5, 4.0), Plan(2_000, 200, 3, 1.0))
     body = frame_body_size()
     sign_once, verify_once, pack_once = _crypto_runs()
     return {
@@ -230,9 +232,9 @@ async def _run_all(quick: bool) -> dict[str, Result]:
     }
 
 
-def run(quick: bool = False) -> dict[str, Result]:
-    """Measure every limit in a fresh event loop."""
-    return asyncio.run(_run_all(quick))
+def run(quick: bool = False, *, tiny: bool = False) -> dict[str, Result]:
+    """Measure every limit in a fresh event loop (``tiny``: a handful of operations, for the smoke test)."""
+    return asyncio.run(_run_all(quick, tiny))
 
 
 if __name__ == "__main__":

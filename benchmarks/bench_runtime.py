@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from benchmarks._fixtures import PingAgent, payload
-from benchmarks._harness import Limit, Plan, Result, Sample, measure
+from benchmarks._harness import Limit, Plan, Result, Sample, choose, measure
 from benchmarks.bench_limits import Probe
 from converge.coordination.pool_manager import PoolManager
 from converge.coordination.task_manager import TaskManager
@@ -183,18 +183,17 @@ async def _idle_ticks(name: str, plan: Plan, workers: int = 4) -> Result:
             await rt.stop()
 
 
-def idle_tick_rate(quick: bool = False) -> Result:
+def idle_tick_rate(quick: bool = False, *, tiny: bool = False) -> Result:
     """``runtime.idle_tick_4`` alone, in a fresh event loop (the suite runs it around the task benchmark)."""
-    plan = Plan(200, 50, 3, 1.0) if quick else Plan(1_000, 200, 5, 4.0)
+    plan = choose(quick, tiny, Plan(1_000, 200, 5, 4.0), Plan(200, 50, 3, 1.0))
     return asyncio.run(_idle_ticks("runtime.idle_tick_4", plan))
 
 
-async def _run_all(quick: bool) -> dict[str, Result]:
-    bound = 1.5 if quick else 6.0
-    pp = Plan(1_500, 200, 3, bound) if quick else Plan(20_000, 2_000, 5, bound)
-    fan = Plan(100, 20, 3, bound) if quick else Plan(2_000, 200, 5, bound)
-    tcp = Plan(500, 100, 3, bound) if quick else Plan(8_000, 1_000, 5, bound)
-    probe = Probe(quick)
+async def _run_all(quick: bool, tiny: bool) -> dict[str, Result]:
+    pp = choose(quick, tiny, Plan(20_000, 2_000, 5, 6.0), Plan(1_500, 200, 3, 1.5))
+    fan = choose(quick, tiny, Plan(2_000, 200, 5, 6.0), Plan(100, 20, 3, 1.5))
+    tcp = choose(quick, tiny, Plan(8_000, 1_000, 5, 6.0), Plan(500, 100, 3, 1.5))
+    probe = Probe(quick, tiny=tiny)
     results = [
         await _local_ping_pong("runtime.local_signed", pp, sign=True, verify=False,
                                limit=probe.composite(ed25519_sign=2, queue_rt=1),
@@ -212,9 +211,9 @@ async def _run_all(quick: bool) -> dict[str, Result]:
     return {r.name: r for r in results}
 
 
-def run(quick: bool = False) -> dict[str, Result]:
-    """Run every runtime scenario in a fresh event loop."""
-    return asyncio.run(_run_all(quick))
+def run(quick: bool = False, *, tiny: bool = False) -> dict[str, Result]:
+    """Run every runtime scenario in a fresh event loop (``tiny``: a handful of operations, for the smoke test)."""
+    return asyncio.run(_run_all(quick, tiny))
 
 
 if __name__ == "__main__":
