@@ -19,7 +19,6 @@ from converge.core.message import Message
 from converge.core.topic import Topic
 from converge.network.transport import HookedTransport, LocalTransport
 from converge.network.transport.guards import PayloadLimits, ReplayGuard
-from converge.runtime import AgentRuntime
 from converge.testing.agents import FunctionAgent
 from converge_lab import Lab
 
@@ -157,19 +156,15 @@ async def test_bad_message_is_rejected_counted_and_shown(lab, cast, case):
 # -- guards: replay, oversized, deeply nested -------------------------------------
 @pytest.fixture
 async def guarded(lab):
-    """bob behind ReplayGuard + PayloadLimits on the lab's transport registry (the lab records its drops)."""
+    """bob behind ReplayGuard + PayloadLimits: a HookedTransport over a local transport on the lab's registry."""
     bob = Bob()
     guards = [PayloadLimits(max_bytes=64 * 1024, max_depth=16, metrics_collector=lab.metrics),
               ReplayGuard(metrics_collector=lab.metrics)]
     transport = HookedTransport(LocalTransport(bob.agent.id, registry=lab.registry), guards, metrics_collector=lab.metrics)
-    runtime = AgentRuntime(bob.agent, transport, identity_registry=lab.identities, metrics_collector=lab.metrics,
-                           receive_timeout_sec=0.2, scheduler_timeout_sec=0.05)
-    lab.identities.register_identity(bob.agent.identity)
+    await lab.add(bob.agent, transport=transport, identity_registry=lab.identities)
     alice = Identity.generate()
     lab.identities.register_identity(alice)
-    await runtime.start()
-    yield {"bob": bob, "alice": alice, "lab": lab, "guards": guards}
-    await runtime.stop()
+    return {"bob": bob, "alice": alice, "lab": lab, "guards": guards}
 
 
 def nested(depth: int) -> dict:
