@@ -14,7 +14,9 @@ import base64
 import dataclasses
 import json
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +32,40 @@ _ENCRYPTED_KEY = "_encrypted"
 _FIELDS = ("id", "sender", "recipient", "topics", "payload", "task_id", "timestamp", "signature")
 
 
+_FLAT = frozenset({str, int, float, bool, type(None), bytes})  # values _canonicalize returns as they are
+
+
 def _canonicalize(value: Any) -> Any:
     """Rebuild dicts with sorted keys (recursively); tuples become lists."""
     if isinstance(value, dict):
-        return {k: _canonicalize(value[k]) for k in sorted(value)}
+        return {k: (v if type(v) in _FLAT else _canonicalize(v)) for k in sorted(value) for v in (value[k],)}
     if isinstance(value, (list, tuple)):
-        return [_canonicalize(v) for v in value]
+        return [v if type(v) in _FLAT else _canonicalize(v) for v in value]
     return value
+
+
+_tls = threading.local()
+
+
+def _pack(obj: Any) -> bytes:
+    """``msgpack.packb(obj, use_bin_type=True)`` with a reused per-thread packer (same bytes, less set-up)."""
+    try:
+        packer = _tls.packer
+    except AttributeError:
+        packer = _tls.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(obj)  # resets itself after a failed pack
+
+
+_verify_signature: Callable[[bytes, bytes, bytes], bool] | None = None
+
+
+def _verifier() -> Callable[[bytes, bytes, bytes], bool]:
+    global _verify_signature
+    if _verify_signature is None:
+        from converge.core.identity import verify_signature  # lazy: messages alone do not load the crypto backend
+
+        _verify_signature = verify_signature
+    return _verify_signature
 
 
 _UUID4_MASK = 0xFFFFFFFF_FFFF_0FFF_3FFF_FFFFFFFFFFFF
@@ -74,7 +103,7 @@ class Message:
     # -- signing ---------------------------------------------------------
     def signing_bytes(self) -> bytes:
         """The exact bytes that are signed (reference Appendix A.2)."""
-        return msgpack.packb(
+        return _pack(
             {
                 "id": self.id,
                 "sender": self.sender,
@@ -83,8 +112,7 @@ class Message:
                 "payload": _canonicalize(self.payload),
                 "task_id": self.task_id,
                 "timestamp": self.timestamp,
-            },
-            use_bin_type=True,
+            }
         )
 
     def sign(self, identity: Identity) -> Message:
@@ -107,15 +135,13 @@ class Message:
 
     def verify(self, sender_public_key: bytes) -> bool:
         """True iff the signature is valid for ``sender_public_key``. Never raises."""
-        from converge.core.identity import verify_signature
-
         if not self.signature:
             return False
         try:
             data = self.signing_bytes()
         except (TypeError, ValueError):
             return False
-        return verify_signature(sender_public_key, self.signature, data)
+        return (_verify_signature or _verifier())(sender_public_key, self.signature, data)
 
     # -- serialisation ---------------------------------------------------
     def _wire_dict(self) -> dict[str, Any]:
@@ -136,7 +162,7 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """msgpack (bin type on) of the eight fields in field order."""
-        return msgpack.packb(self._wire_dict(), use_bin_type=True)
+        return _pack(self._wire_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Message:
@@ -163,6 +189,9 @@ class Message:
         """
         if not isinstance(data, dict):
             raise DecodeError(f"Invalid message: expected a dict, got {type(data).__name__}")
+        fast = _from_wire_fast(data) if cls is Message else None
+        if fast is not None:
+            return fast
         kwargs = {k: data[k] for k in _FIELDS if k in data}
         raw_topics = kwargs.get("topics", [])
         if not isinstance(raw_topics, (list, tuple)):
@@ -218,13 +247,39 @@ class Message:
         return dataclasses.replace(self, payload=payload)
 
 
+def _from_wire_fast(data: dict[str, Any]) -> Message | None:
+    """The message for a well-formed wire map with exactly-typed fields; ``None`` means "take the checked path"."""
+    try:
+        mid, sender, recipient, raw_topics, payload, task_id, timestamp, sig = (
+            data["id"], data["sender"], data["recipient"], data["topics"], data["payload"], data["task_id"],
+            data["timestamp"], data["signature"],
+        )
+    except KeyError:
+        return None
+    if not (
+        type(mid) is str and type(sender) is str and (recipient is None or type(recipient) is str)
+        and type(payload) is dict and (task_id is None or type(task_id) is str) and type(timestamp) is int
+        and type(sig) is bytes and type(raw_topics) is list
+    ):
+        return None
+    topics = []
+    for t in raw_topics:
+        if type(t) is not dict:
+            return None
+        topics.append(_topic_from_wire(t))
+    return Message(mid, sender, recipient, topics, payload, task_id, timestamp, sig)
+
+
+_TOPIC_KEYS = frozenset({"namespace", "attributes", "version"})
+
+
 def _topic_from_wire(t: dict[str, Any]) -> Topic:
     ns = t.get("namespace")
     attrs = t.get("attributes", {})
     version = t.get("version", "1.0")
     if not isinstance(ns, str) or not isinstance(attrs, dict) or not isinstance(version, str):
         raise DecodeError("Invalid message: topic needs a str namespace, a map of attributes and a str version")
-    extra = set(t) - {"namespace", "attributes", "version"}
+    extra = () if _TOPIC_KEYS.issuperset(t) else set(t) - _TOPIC_KEYS
     if extra:
         raise DecodeError(f"Invalid message: unknown topic keys {sorted(map(str, extra))}")
     return Topic(ns, attrs, version)
