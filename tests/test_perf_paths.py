@@ -243,3 +243,51 @@ def test_max_visible_tasks_must_be_positive() -> None:
     agent = Agent(Identity.generate())
     with pytest.raises(ValueError, match="max_visible_tasks"):
         AgentRuntime(agent, LocalTransport(agent.id, registry=LocalTransportRegistry.isolated()), max_visible_tasks=0)
+
+
+@pytest.fixture
+def restore_backend():  # type: ignore[no-untyped-def]
+    from converge.core import identity
+
+    yield identity
+    identity._use_backend(None)
+
+
+def test_both_ed25519_backends_make_the_same_signatures_and_verify_each_other(restore_backend) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("nacl")
+    from converge.core.identity import Identity, verify_signature
+    from converge.core.message import Message
+
+    seed = Identity.generate().private_key
+    assert seed is not None
+    signed = {}
+    for name in ("cryptography", "pynacl"):
+        assert restore_backend._use_backend(name) == name == restore_backend.ed25519_backend()
+        ident = Identity.from_private_key(seed)
+        signed[name] = Message(sender=ident.fingerprint, payload={"b": 2, "a": [1, {"z": 0, "y": None}]}, timestamp=1, id="m").sign(ident)
+    assert signed["cryptography"].signature == signed["pynacl"].signature
+    for name in ("cryptography", "pynacl"):
+        restore_backend._use_backend(name)
+        msg = signed["pynacl" if name == "cryptography" else "cryptography"]
+        assert msg.verify(Identity.from_private_key(seed).public_key)
+        tampered = Message(msg.id, msg.sender, msg.recipient, msg.topics, {"b": 3}, msg.task_id, msg.timestamp, msg.signature)
+        assert not tampered.verify(Identity.from_private_key(seed).public_key)
+        assert not verify_signature(b"\x00" * 31, msg.signature, b"x")
+        assert not verify_signature(Identity.generate().public_key, msg.signature[:63], b"x")
+
+
+def test_backend_choice_falls_back_without_pynacl_and_rejects_unknown_names(restore_backend, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from converge.core.identity import Identity
+    from converge.errors import ConfigError, MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "nacl.bindings", None)  # as if PyNaCl were not installed
+    assert restore_backend._use_backend("auto") == "cryptography"
+    ident = Identity.generate()
+    assert ident.verify(b"data", ident.sign(b"data"))
+    with pytest.raises(MissingExtraError, match="fast-crypto"):
+        restore_backend._use_backend("pynacl")
+    monkeypatch.setenv("CONVERGE_ED25519_BACKEND", "openssl")
+    with pytest.raises(ConfigError, match="CONVERGE_ED25519_BACKEND"):
+        restore_backend._use_backend(None)
