@@ -195,7 +195,7 @@ def run_kill_scenario(tmp_path: Path, kind: str, location: str, open_store, *, s
                      "the other tasks to complete", workers)
             try:
                 wait_for(lambda: all(t.state is TaskState.COMPLETED for t in states()),
-                         max(0.0, killed_at + TTL + 5 - time.monotonic()), "the killed worker's claims to complete", workers)
+                         max(0.0, killed_at + TTL + 3 - time.monotonic()), "the killed worker's claims to complete", workers)
             except AssertionError:
                 stuck = sorted(t.id for t in states() if t.state is not TaskState.COMPLETED)
                 if not survivors_first and stuck == sorted(held):
