@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from converge.core.identity import Identity
 from converge.core.message import Message
 from converge.extensions.connectors import ProviderProfile, WebhookConnector
+from converge.extensions.llm import LLMAgent, ScriptedProvider
 from converge.extensions.llm._parsing import ItemError, decode_items
 from converge.network.transport.tcp import TcpTransport
 from fuzz.targets import TARGETS, WEBHOOK_NOW, WEBHOOK_SECRET, Finding, check_config, check_webhook, cleanup
@@ -121,6 +122,27 @@ def test_webhook_connector_answers_401_or_202_and_keeps_accepting():
         loop.close()
 
 
+def test_llm_agent_keeps_deciding_whatever_the_model_says():
+    """The whole LLMAgent path: any model text gives a list of decisions (possibly empty), never an exception."""
+    loop = asyncio.new_event_loop()
+    replies: list[str] = []
+    agent = LLMAgent(Identity.generate(), ScriptedProvider(lambda messages: replies[-1]), retry_delays=())
+    incoming = [Message(sender="peer", payload={"q": 1})]
+
+    @settings(max_examples=100, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(TARGETS["llm"].strategy(False))
+    def run(text):
+        replies.append(text)
+        decisions = loop.run_until_complete(agent.adecide(incoming, []))
+        assert isinstance(decisions, list)
+
+    try:
+        run()
+        assert agent.counters["repairs"] > 0  # malformed answers did occur and were handled
+    finally:
+        loop.close()
+
+
 # -- regression inputs found by fuzz/run.py ------------------------------------------
 def test_llm_parser_nesting_bomb_is_an_item_error():
     try:
@@ -129,6 +151,15 @@ def test_llm_parser_nesting_bomb_is_an_item_error():
         return
     except RecursionError:
         pytest.xfail("decode_items lets RecursionError escape (LLMAgent.adecide then raises); see SECURITY.md")
+
+
+def test_llm_agent_survives_a_nesting_bomb_answer():
+    agent = LLMAgent(Identity.generate(), ScriptedProvider(lambda messages: "[" * 100_000), retry_delays=())
+    try:
+        decisions = asyncio.run(agent.adecide([Message(sender="peer", payload={})], []))
+    except RecursionError:
+        pytest.xfail("LLMAgent.adecide raises RecursionError on a deeply nested answer (prompt injection); see SECURITY.md")
+    assert decisions == [] and agent.last_decide_error is not None
 
 
 def test_yaml_nesting_bomb_is_a_config_error():
