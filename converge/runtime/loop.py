@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import operator
 import time
 from collections import deque
 from collections.abc import Callable
@@ -507,7 +508,7 @@ class AgentRuntime:
             started_at=started,
             messages=tuple(messages),
             tasks=tuple(tasks),
-            task_ids=tuple([getattr(t, "id", "") for t in tasks]) if tasks else (),
+            task_ids=_task_ids(tasks),
             proposed=tuple(proposed),
             decisions=tuple(executed),
             outcomes=tuple(outcomes),
@@ -675,6 +676,18 @@ def _decide_caller_async(decide: Callable[..., Any]) -> Callable[..., Any]:
         return decide(messages, tasks, tool_observations=obs) if obs else decide(messages, tasks)  # the coroutine
 
     return call
+
+
+_get_id = operator.attrgetter("id")
+
+
+def _task_ids(tasks: list[Any]) -> tuple[str, ...]:
+    if not tasks:
+        return ()
+    try:
+        return tuple(map(_get_id, tasks))
+    except AttributeError:  # a custom task type without ids
+        return tuple([getattr(t, "id", "") for t in tasks])
 
 
 def _dropped(before: list[Any], after: list[Any]) -> list[DecisionOutcome]:
