@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET_NAMES = ["message", "frames", "codec", "config", "webhook", "llm"]  # fuzz.targets.TARGETS, without importing it
+TARGET_NAMES = ["message", "frames", "codec", "config", "sidecar", "webhook", "llm"]  # fuzz.targets.TARGETS, without importing it
 
 
 class InputTimeout(BaseException):

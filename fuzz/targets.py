@@ -15,7 +15,7 @@ Each :class:`FuzzTarget` has
 
 The expected error of each target is the one its API documents: ``DecodeError``
 (``Message.from_bytes``), ``FrameError`` (frame reader), ``CodecError`` (store
-codec), ``ConfigError`` (config loader), ``WebhookSecurityError`` (webhook
+codec), ``ConfigError`` (run and sidecar config loaders), ``WebhookSecurityError`` (webhook
 check), ``ItemError`` (LLM decision parser; ``build_decisions`` never raises).
 """
 
@@ -44,6 +44,7 @@ from converge.core.message import Message
 from converge.core.topic import Topic
 from converge.errors import CodecError, ConfigError, DecodeError, FrameError
 from converge.extensions.connectors import ProviderProfile, WebhookSecurity, WebhookSecurityError, WebhookSecurityPolicy
+from converge.extensions.connectors._sidecar_config import load_sidecar_config
 from converge.extensions.llm._parsing import DECISION_TYPES, ItemError, build_decisions, decode_items
 from converge.network.transport._framing import HEADER, decode_frame, read_frame
 
@@ -329,7 +330,7 @@ def _toml_value(v: Any) -> str:
 def _config_input(draw: Callable[[Any], Any], hostile: bool) -> tuple[str, str, dict[str, str]]:
     suffix = draw(st.sampled_from([".toml", ".yaml", ".yml", ".json", ""]))
     data = draw(st.dictionaries(st.sampled_from(list(KEYS)) | st.text(max_size=8), _config_values, max_size=6))
-    kind = _kind(draw, ["raw", "structured", "mutated"], ["yaml_bomb", "yaml_deep"], hostile)
+    kind = _kind(draw, ["raw", "structured", "mutated"], ["yaml_bomb", "yaml_deep", "toml_deep"], hostile)
     if kind == "raw":
         text = draw(st.text(max_size=300))
     elif kind == "yaml_bomb":
@@ -341,6 +342,9 @@ def _config_input(draw: Callable[[Any], Any], hostile: bool) -> tuple[str, str, 
     elif kind == "yaml_deep":
         depth = draw(st.integers(500, 50_000))
         text, suffix = "agents: " + "[" * depth + "]" * depth + "\n", ".yaml"
+    elif kind == "toml_deep":
+        depth = draw(st.integers(500, 50_000))
+        text, suffix = "agents = " + "[" * depth + "]" * depth + "\n", ".toml"
     else:
         if suffix == ".toml":
             text = "\n".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in data.items())
@@ -368,6 +372,57 @@ def check_config(value: tuple[str, str, dict[str, str]]) -> None:
         raise _unexpected("config", exc, value) from exc
     if not (1 <= config.agents <= 1024 and 0 <= config.port <= 65535):
         raise Finding("config", f"out-of-range config accepted: {config}", value)
+
+
+# -- 4b. the webhook sidecar's config loader ------------------------------------------
+SIDECAR_SECRET = "sidecar-secret-fuzz-0123456789"
+_SIDECAR_KEYS = ["bind", "port", "connector_id", "store_backend", "store_path", "outbound_token_ref"]
+
+
+def _toml_table(name: str, table: dict[str, Any], *, array: bool = False) -> str:
+    header = f"[[{name}]]" if array else f"[{name}]"
+    return header + "\n" + "".join(f"{json.dumps(str(k))} = {_toml_value(v)}\n" for k, v in table.items())
+
+
+@st.composite
+def _sidecar_input(draw: Callable[[Any], Any], hostile: bool) -> tuple[str, str]:
+    suffix = draw(st.sampled_from([".toml", ".json"]))
+    kind = _kind(draw, ["raw", "structured", "mutated"], ["deep"], hostile)
+    if kind == "raw":
+        return suffix, draw(st.text(max_size=300))
+    if kind == "deep":
+        depth = draw(st.integers(500, 50_000))
+        return suffix, ("port = " if suffix == ".toml" else '{"port": ') + "[" * depth + "]" * depth + ("" if suffix == ".toml" else "}")
+    top = draw(st.dictionaries(st.sampled_from(_SIDECAR_KEYS) | st.text(max_size=6), _config_values, max_size=4))
+    secrets = draw(st.dictionaries(st.sampled_from(["acme", "tok", "x"]), st.sampled_from([SIDECAR_SECRET, "env:UNSET_FUZZ", "", "env:"]) | st.integers(), max_size=3))
+    providers = draw(st.lists(st.dictionaries(st.sampled_from(["name", "secret_ref", "canonicalization", "emit_as", "signature_algorithm", "bogus"]),
+                                               st.sampled_from(["acme", "tok", "raw_body", "json_sorted", "task", "sha256", "md5"]) | _config_values, max_size=4), max_size=2))
+    security = draw(st.dictionaries(st.sampled_from(["timestamp_skew_limit_sec", "max_payload_bytes", "require_mtls", "ip_allowlist", "bogus"]), _config_values, max_size=3))
+    retry = draw(st.dictionaries(st.sampled_from(["max_attempts", "base_delay_sec", "jitter_ratio", "bogus"]), _config_values, max_size=2))
+    if suffix == ".json":
+        text = json.dumps({**top, "secrets": secrets, "providers": providers, "security": security, "retry": retry}, default=str)
+    else:
+        text = "".join(f"{json.dumps(str(k))} = {_toml_value(v)}\n" for k, v in top.items())
+        text += _toml_table("secrets", secrets) + "".join(_toml_table("providers", p, array=True) for p in providers)
+        text += _toml_table("security", security) + _toml_table("retry", retry)
+    if kind == "mutated" and text:
+        text = _mutate(text.encode(), draw).decode("utf-8", "replace")
+    return suffix, text
+
+
+def check_sidecar(value: tuple[str, str]) -> None:
+    """``load_sidecar_config``: a SidecarConfig or a short ``ConfigError`` that never shows a secret value."""
+    suffix, text = value
+    path = _config_path(suffix)
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        load_sidecar_config(path, environ={})
+    except ConfigError as exc:
+        if SIDECAR_SECRET in str(exc):
+            raise Finding("sidecar", "a secret value appears in the ConfigError", value, kind="secret in ConfigError") from exc
+        return
+    except BaseException as exc:
+        raise _unexpected("sidecar", exc, value) from exc
 
 
 # -- 5. the webhook security check ---------------------------------------------------
@@ -533,6 +588,17 @@ def _config_seeds() -> list[bytes]:
     return [b"\x00" + toml, b"\x01" + yaml, b"\x01agents: [1, 2]\n"]
 
 
+def _sidecar_seeds() -> list[bytes]:
+    toml = (b'port = 0\nbind = "127.0.0.1"\n[secrets]\nacme = "s3cret"\n[[providers]]\nname = "acme"\nsecret_ref = "acme"\n'
+            b'[security]\nmax_payload_bytes = 1000\n[retry]\nmax_attempts = 2\n')
+    return [b"\x00" + toml, b'\x01{"port": 1, "secrets": {"a": "b"}, "providers": [{"name": "a", "secret_ref": "a"}]}']
+
+
+def _sidecar_from_bytes(data: bytes) -> tuple[str, str]:
+    suffix = [".toml", ".json"][data[0] % 2] if data else ".toml"
+    return suffix, data[1:].decode("utf-8", "replace")
+
+
 def _webhook_seeds() -> list[bytes]:
     return [b'{"event_id": "e1", "subject": "s", "source": "x"}', b'{"event_id": "", "a": [1, {"b": null}]}']
 
@@ -565,6 +631,7 @@ TARGETS: dict[str, FuzzTarget] = {
         FuzzTarget("codec", check_codec, lambda hostile: _codec_bytes(hostile), lambda d: codec.MAGIC + bytes([codec.VERSION]) + d,
                    _codec_seeds),
         FuzzTarget("config", check_config, lambda hostile: _config_input(hostile), _config_from_bytes, _config_seeds),
+        FuzzTarget("sidecar", check_sidecar, lambda hostile: _sidecar_input(hostile), _sidecar_from_bytes, _sidecar_seeds),
         FuzzTarget("webhook", check_webhook, lambda hostile: _webhook_request(hostile), _webhook_from_bytes, _webhook_seeds),
         FuzzTarget("llm", check_llm, lambda hostile: _llm_text(hostile), lambda d: d.decode("utf-8", "replace"), _llm_seeds),
     )

@@ -24,7 +24,7 @@ from converge.extensions.connectors import ProviderProfile, WebhookConnector
 from converge.extensions.llm import LLMAgent, ScriptedProvider
 from converge.extensions.llm._parsing import ItemError, decode_items
 from converge.network.transport.tcp import TcpTransport
-from fuzz.targets import TARGETS, WEBHOOK_NOW, WEBHOOK_SECRET, Finding, check_config, check_webhook, cleanup
+from fuzz.targets import TARGETS, WEBHOOK_NOW, WEBHOOK_SECRET, Finding, check_config, check_sidecar, check_webhook, cleanup
 
 FAST = settings(max_examples=250, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -162,12 +162,24 @@ def test_llm_agent_survives_a_nesting_bomb_answer():
     assert decisions == [] and agent.last_decide_error is not None
 
 
-def test_yaml_nesting_bomb_is_a_config_error():
+@pytest.mark.parametrize(
+    ("loader", "suffix", "text"),
+    [
+        ("run", ".yaml", "agents: " + "[" * 20_000 + "]" * 20_000 + "\n"),
+        ("run", ".toml", "agents = " + "[" * 20_000 + "]" * 20_000 + "\n"),
+        ("sidecar", ".toml", "port = " + "[" * 20_000 + "]" * 20_000 + "\n"),
+        ("sidecar", ".json", '{"port": ' + "[" * 20_000 + "]" * 20_000 + "}"),
+    ],
+    ids=["run-yaml", "run-toml", "sidecar-toml", "sidecar-json"],
+)
+def test_config_nesting_bomb_is_a_config_error(loader, suffix, text):
+    check = check_config if loader == "run" else check_sidecar
     try:
-        check_config((".yaml", "agents: " + "[" * 20_000 + "]" * 20_000 + "\n", {}))
+        check((suffix, text, {}) if loader == "run" else (suffix, text))
     except Finding as finding:
         assert "RecursionError" in finding.kind
-        pytest.xfail("the YAML loader lets RecursionError escape instead of ConfigError; see SECURITY.md")
+        pytest.xfail(f"the {loader} config loader lets RecursionError escape on {suffix} nesting instead of ConfigError; "
+                     "see SECURITY.md")
 
 
 def test_yaml_alias_bomb_gives_a_short_config_error():
