@@ -180,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-mb", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "fuzz")
+    parser.add_argument("--report-only", action="store_true", help="only print the report of the results in --out")
     parser.add_argument("--child", choices=["hypothesis", "atheris"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.report_only:
+        return _report(args)
 
     if args.child:
         signal.signal(signal.SIGALRM, _on_alarm)
@@ -217,9 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         for proc, _ in running:
             proc.kill()
             proc.wait()
+    return _report(args)
+
+
+def _report(args: argparse.Namespace) -> int:
     results = [json.loads(p.read_text()) for p in sorted(args.out.glob("*.json")) if p.stem.split("-")[0] in args.targets]
-    report = args.out / "report.md"
-    report.write_text(_table(results) + "\n")
+    (args.out / "report.md").write_text(_table(results) + "\n")
     print(_table(results))
     return 1 if any(r["findings"] for r in results) else 0
 
