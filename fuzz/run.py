@@ -101,24 +101,33 @@ def _one(target: Any, value: Any, recorder: Recorder, timeout: float) -> None:
     recorder.count()
 
 
-def child_hypothesis(name: str, examples: int, out: Path, timeout: float, seed: int | None) -> None:
-    from hypothesis import HealthCheck, Phase, given, seed as hyp_seed, settings
+def child_hypothesis(name: str, examples: int, out: Path, timeout: float, seed: int | None, batch: int = 20_000) -> None:
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hyp_seed
 
     from fuzz.targets import TARGETS, cleanup
 
     target = TARGETS[name]
     recorder = Recorder(name, "hypothesis", out, examples)
-
-    @settings(max_examples=examples, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
-    @given(target.strategy(True))
-    def run(value: Any) -> None:
-        _one(target, value, recorder, timeout)
-
-    if seed is not None:
-        run = hyp_seed(seed)(run)
+    strategy = target.strategy(True)
     try:
-        run()
+        # Batches: each is a fresh hypothesis run, so its bookkeeping of explored inputs
+        # (which grows with every example) is released between batches.
+        for index in range((examples + batch - 1) // batch):
+            before = recorder.data["examples"]
+            size = min(batch, examples - before)
+
+            @settings(max_examples=size, database=None, deadline=None, phases=[Phase.generate],
+                      suppress_health_check=list(HealthCheck))
+            @given(strategy)
+            def run(value: Any) -> None:
+                _one(target, value, recorder, timeout)
+
+            if seed is not None:
+                run = hyp_seed(seed + index)(run)
+            run()
+            if recorder.data["examples"] == before:
+                break
     finally:
         recorder.flush(finished=True)
         cleanup()
