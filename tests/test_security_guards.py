@@ -108,7 +108,7 @@ def test_memory_is_bounded_and_evictions_are_counted():
 
 def test_timestamp_check_can_be_disabled():
     clock = Clock()
-    guard = ReplayGuard(window_sec=10, max_age_sec=None, clock=clock)
+    guard = ReplayGuard(window_sec=10, check_timestamps=False, clock=clock)
     old = msg(timestamp=0)
     assert guard.post_receive(old) is old
     assert guard.post_receive(old) is None
@@ -117,7 +117,8 @@ def test_timestamp_check_can_be_disabled():
 @pytest.mark.parametrize(
     "kwargs",
     [{"window_sec": 0}, {"window_sec": float("nan")}, {"max_entries": 0}, {"max_entries": 1.5},
-     {"window_sec": 60, "max_age_sec": 59, "max_future_skew_sec": 1}, {"max_future_skew_sec": -1}, {"window_sec": True}],
+     {"window_sec": 60, "max_age_sec": 59, "max_future_skew_sec": 1}, {"max_future_skew_sec": -1}, {"window_sec": True},
+     {"window_sec": 10, "max_future_skew_sec": 30}, {"max_age_sec": 0}],
 )
 def test_bad_replay_settings_are_config_errors(kwargs):
     with pytest.raises(ConfigError):

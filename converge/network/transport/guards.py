@@ -108,10 +108,11 @@ class ReplayGuard(_Guard):
 
     Args:
         window_sec: how long an accepted ``(sender, id)`` is remembered.
-        max_age_sec: oldest accepted message timestamp, in seconds before now
-            (default ``window_sec - max_future_skew_sec - 1``); ``None`` disables
-            the timestamp check (then a replay after ``window_sec`` is accepted).
+        max_age_sec: oldest accepted message timestamp, in seconds before now;
+            ``None`` means ``window_sec - max_future_skew_sec - 1``.
         max_future_skew_sec: how far a timestamp may be ahead of ``clock``.
+        check_timestamps: ``False`` skips the timestamp checks (then a replay
+            arriving after ``window_sec`` is accepted again).
         max_entries: the most ids remembered. When full, the oldest id is
             forgotten early (counted in :attr:`evictions` and
             ``message_guard_evictions_total``, logged) — size it above the
@@ -134,8 +135,9 @@ class ReplayGuard(_Guard):
         self,
         *,
         window_sec: float = 300.0,
-        max_age_sec: float | None = ...,  # type: ignore[assignment]
+        max_age_sec: float | None = None,
         max_future_skew_sec: float = 30.0,
+        check_timestamps: bool = True,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.time,
         metrics_collector: Any = None,
@@ -143,16 +145,15 @@ class ReplayGuard(_Guard):
         super().__init__(metrics_collector)
         self.window_sec = float(_positive("window_sec", window_sec))
         self.max_future_skew_sec = float(_positive("max_future_skew_sec", max_future_skew_sec))
-        if max_age_sec is ...:
+        if max_age_sec is None:
             max_age_sec = self.window_sec - self.max_future_skew_sec - 1.0
-        if max_age_sec is not None:
-            max_age_sec = float(_positive("max_age_sec", max_age_sec))
-            if max_age_sec + self.max_future_skew_sec >= self.window_sec:
-                raise ConfigError(
-                    f"max_age_sec ({max_age_sec}) + max_future_skew_sec ({self.max_future_skew_sec}) must be below "
-                    f"window_sec ({self.window_sec}); otherwise an id is forgotten while its message is still fresh"
-                )
-        self.max_age_sec: float | None = max_age_sec
+        self.max_age_sec = float(_positive("max_age_sec", max_age_sec))
+        if self.max_age_sec + self.max_future_skew_sec >= self.window_sec:
+            raise ConfigError(
+                f"max_age_sec ({self.max_age_sec:g}) + max_future_skew_sec ({self.max_future_skew_sec:g}) must be below "
+                f"window_sec ({self.window_sec:g}); otherwise an id is forgotten while its message is still fresh"
+            )
+        self.check_timestamps = check_timestamps
         self.max_entries = _positive("max_entries", max_entries, integer=True)
         self.clock = clock
         self.evictions = 0
@@ -187,7 +188,7 @@ class ReplayGuard(_Guard):
             age = now - ts / 1000.0
         except OverflowError:
             return f"timestamp {ts} is out of range"
-        if self.max_age_sec is not None and age > self.max_age_sec:
+        if age > self.max_age_sec:
             return f"timestamp is {age:.1f}s old, above max_age_sec={self.max_age_sec:g}"
         if -age > self.max_future_skew_sec:
             return f"timestamp is {-age:.1f}s in the future, above max_future_skew_sec={self.max_future_skew_sec:g}"
@@ -197,7 +198,7 @@ class ReplayGuard(_Guard):
         """The message, or ``None`` when it is a replay or its timestamp is out of bounds."""
         now = self.clock()
         self._expire(now)
-        if self.max_age_sec is not None:
+        if self.check_timestamps:
             problem = self._check_timestamp(message, now)
             if problem is not None:
                 self._reject(message, TIMESTAMP_REJECTED, problem)
