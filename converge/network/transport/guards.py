@@ -146,9 +146,9 @@ class ReplayGuard(_Guard):
         self.window_sec = float(_positive("window_sec", window_sec))
         self.max_future_skew_sec = float(_positive("max_future_skew_sec", max_future_skew_sec))
         if max_age_sec is None:
-            max_age_sec = self.window_sec - self.max_future_skew_sec - 1.0
+            max_age_sec = max(self.window_sec - self.max_future_skew_sec - 1.0, 0.0) if check_timestamps else self.window_sec
         self.max_age_sec = float(_positive("max_age_sec", max_age_sec))
-        if self.max_age_sec + self.max_future_skew_sec >= self.window_sec:
+        if check_timestamps and self.max_age_sec + self.max_future_skew_sec >= self.window_sec:
             raise ConfigError(
                 f"max_age_sec ({self.max_age_sec:g}) + max_future_skew_sec ({self.max_future_skew_sec:g}) must be below "
                 f"window_sec ({self.window_sec:g}); otherwise an id is forgotten while its message is still fresh"
