@@ -65,10 +65,11 @@ def test_replay_rejected_within_window_and_counted():
 def test_same_id_from_another_sender_is_not_a_replay():
     clock = Clock()
     guard = ReplayGuard(clock=clock)
-    m = msg(clock)
+    m = msg(clock, sender="a\x00b", id="c")
     assert guard.post_receive(m) is m
-    other = dataclasses.replace(m, sender="bob")
-    assert guard.post_receive(other) is other
+    for sender, msg_id in (("bob", "c"), ("a", "b\x00c"), ("a\x00", "bc")):  # no ambiguous (sender, id) splits
+        other = dataclasses.replace(m, sender=sender, id=msg_id)
+        assert guard.post_receive(other) is other
 
 
 def test_a_replay_after_the_window_is_still_rejected_because_it_is_stale():

@@ -165,9 +165,9 @@ class ReplayGuard(_Guard):
 
     @staticmethod
     def _key(message: Message) -> bytes:
-        h = hashlib.blake2b(digest_size=16)
-        h.update(str(message.sender).encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
+        sender = str(message.sender).encode("utf-8", "surrogatepass")
+        h = hashlib.blake2b(len(sender).to_bytes(8, "big"), digest_size=16)  # length-prefixed: no ambiguous splits
+        h.update(sender)
         h.update(str(message.id).encode("utf-8", "surrogatepass"))
         return h.digest()
 
@@ -183,7 +183,7 @@ class ReplayGuard(_Guard):
     def _check_timestamp(self, message: Message, now: float) -> str | None:
         ts = message.timestamp
         if isinstance(ts, bool) or not isinstance(ts, int):
-            return f"timestamp {ts!r} is not an integer of milliseconds"
+            return f"timestamp of type {type(ts).__name__} is not an integer of milliseconds"
         try:
             age = now - ts / 1000.0
         except OverflowError:
