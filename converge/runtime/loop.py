@@ -479,11 +479,14 @@ class AgentRuntime:
             final = ctx.decisions
             if final is not decisions:  # a hook replaced the list: record what it left out
                 outcomes.extend(_dropped(decisions, final))
-            final = self._prepare_outgoing(final)
-            te = clock()
-            with trace("executor.execute"):
-                results = await self._execute(final)
-            exec_time += clock() - te
+            if final:
+                final = self._prepare_outgoing(final)
+                te = clock()
+                with trace("executor.execute"):
+                    results = await self._execute(final)
+                exec_time += clock() - te
+            else:  # nothing to execute: no executor call and no executor.execute span
+                results = []
             executed.extend(final)
             outcomes.extend(results)
             ctx.outcomes = results
