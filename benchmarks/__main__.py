@@ -40,6 +40,7 @@ class Target:
     limit_label: str
     limit_seconds: Callable[[dict[str, float]], float]
     target: float | None
+    paired: bool = True  # use the metric's own paired ratio when it has one (its limit is this target's)
 
     def ratio(self, rate: float, limits: dict[str, float]) -> float:
         return rate * self.limit_seconds(limits)
@@ -58,6 +59,8 @@ TARGETS = [
            lambda L: 2 * _s(L, SIGN) + _s(L, QRT), 0.60),
     Target("unsigned local ping-pong", "runtime.local_unsigned", "1 queue round trip",
            lambda L: _s(L, QRT), 0.25),
+    Target("unsigned ping-pong vs structure", "runtime.local_unsigned", "handoff floor (2 tasks per hop, no work)",
+           lambda L: _s(L, "handoff_rt"), None, paired=False),
     Target("verified local ping-pong", "runtime.local_verified", "2 signs + 2 verifies + 1 queue rt",
            lambda L: 2 * _s(L, SIGN) + 2 * _s(L, VERIFY) + _s(L, QRT), None),
     Target("fan-out 1 -> 50", "runtime.fanout_50", "bare queue fan-out 1 -> 50",
@@ -167,7 +170,7 @@ def evaluate(results: dict[str, dict[str, Any]], limits: dict[str, float]) -> li
         if t.metric not in results:
             continue
         r = results[t.metric]
-        if r.get("ratio") is not None:
+        if t.paired and r.get("ratio") is not None:
             row = {"limit_rate": r["limit_rate"], "ratio": r["ratio"], "paired": True}
         else:
             row = {"limit_rate": 1.0 / t.limit_seconds(limits), "ratio": t.ratio(r["rate"], limits), "paired": False}
@@ -206,7 +209,7 @@ def render(results: dict[str, dict[str, Any]], limits: dict[str, float], spread:
         label = row["label"] + (" *" if row.get("paired") else "")
         lines.append(
             f"| {label:<34} | {_fmt_rate(row['rate']):>11} | {row['limit_label']:<40} | "
-            f"{_fmt_rate(row['limit_rate']):>10} | {row['ratio']:>6.2f} | {target:>7} | {row['status']:<4} |"
+            f"{_fmt_rate(row['limit_rate']):>10} | {row['ratio']:>6.3f} | {target:>7} | {row['status']:<4} |"
         )
     return "\n".join(lines)
 

@@ -10,7 +10,11 @@
   of that message, of the fastest backend installed (OpenSSL through ``cryptography``, or
   libsodium through PyNaCl when present — the backend :class:`~converge.core.identity.Identity`
   then uses too);
-* ``limits.msgpack_rt`` — ``msgpack.packb`` + ``msgpack.unpackb`` of that message's wire map.
+* ``limits.msgpack_rt`` — ``msgpack.packb`` + ``msgpack.unpackb`` of that message's wire map;
+* ``limits.handoff_rt`` — not a machine limit but the floor of the runtime's *structure*: a round
+  trip where each side has a listener task (receive queue → inbox → scheduler notify) and a step
+  task (scheduler wait → inbox → peer queue), as in :class:`~converge.runtime.AgentRuntime`,
+  with empty bodies. It shows what the two-tasks-per-hop design costs before any step work.
 
 :class:`Probe` measures any of them (or a weighted sum, e.g. "2 signs + 1 queue
 round trip") in a few milliseconds, so a benchmark can pair every timed run
@@ -91,6 +95,53 @@ async def _loop_tick(n: int) -> Sample:
     for _ in range(n):
         await sleep(0)
     return Sample(n, time.perf_counter() - t0)
+
+
+async def _handoff_rt(n: int) -> Sample:
+    from collections import deque
+
+    from converge.network.transport._queue import ReceiveQueue
+    from converge.runtime.scheduler import Scheduler
+
+    class Side:
+        def __init__(self) -> None:
+            self.queue: ReceiveQueue[int] = ReceiveQueue()
+            self.inbox: deque[int] = deque()
+            self.scheduler = Scheduler()
+            self.peer: Side = self
+
+    a, b = Side(), Side()
+    a.peer, b.peer = b, a
+    done = asyncio.Event()
+    count = [0]
+
+    async def listener(side: Side) -> None:
+        while True:
+            side.inbox.append(await side.queue.get_within(30.0))
+            side.scheduler.notify()
+
+    async def stepper(side: Side) -> None:
+        while True:
+            await side.scheduler.wait_for_work(1.0)
+            while side.inbox:
+                item = side.inbox.popleft()
+                if side is a:
+                    count[0] += 1
+                    if count[0] >= n:
+                        done.set()
+                        continue
+                side.peer.queue.put_nowait(item)
+
+    tasks = [asyncio.create_task(f(side)) for side in (a, b) for f in (listener, stepper)]
+    await asyncio.sleep(0)
+    t0 = time.perf_counter()
+    a.queue.put_nowait(0)
+    await done.wait()
+    elapsed = time.perf_counter() - t0
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return Sample(n, elapsed)
 
 
 def frame_body_size() -> int:
@@ -196,7 +247,7 @@ class Probe:
         k = 1 if quick else 2
         self.sizes = {
             "queue_rt": 2_000 * k, "queue_fanout_50": 100 * k, "loop_tick": 5_000 * k, "tcp_echo_rt": 300 * k,
-            "ed25519_sign": 300 * k, "ed25519_verify": 150 * k, "msgpack_rt": 2_000 * k,
+            "ed25519_sign": 300 * k, "ed25519_verify": 150 * k, "msgpack_rt": 2_000 * k, "handoff_rt": 1_000 * k,
         }
         if tiny:
             self.sizes = dict.fromkeys(self.sizes, 3)
@@ -206,6 +257,7 @@ class Probe:
             "queue_rt": _queue_rt, "queue_fanout_50": _queue_fanout, "loop_tick": _loop_tick,
             "tcp_echo_rt": lambda n: _tcp_echo(n, self._body),
             "ed25519_sign": sign_once, "ed25519_verify": verify_once, "msgpack_rt": pack_once,
+            "handoff_rt": _handoff_rt,
         }
 
     async def rate(self, name: str) -> float:
@@ -250,6 +302,7 @@ async def _run_all(quick: bool, tiny: bool) -> dict[str, Result]:
             await measure("limits.ed25519_sign", "signs", sign_once, cpu),
             await measure("limits.ed25519_verify", "verifies", verify_once, cpu),
             await measure("limits.msgpack_rt", "pack+unpack", pack_once, cpu.scaled(5)),
+            await measure("limits.handoff_rt", "round trips", _handoff_rt, rt.scaled(0.5)),
         ]
     }
 
