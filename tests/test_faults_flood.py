@@ -92,7 +92,7 @@ async def test_flood_at_ten_times_capacity(pair):
                 alive.append(weakref.ref(m))
                 await sender.send(m)
                 del m
-            await asyncio.sleep(0)  # bursts, so steps can interleave with the flood
+            await asyncio.sleep(0.001)  # bursts over >= 20 ms, so steps (2 ms each) interleave with the flood
         async with asyncio.timeout(10):
             while runtime.inbox.accepted + runtime.inbox.dropped < FLOOD:
                 await asyncio.sleep(0.01)
