@@ -191,7 +191,7 @@ def idle_tick_rate(quick: bool = False, *, tiny: bool = False) -> Result:
 
 async def _run_all(quick: bool, tiny: bool) -> dict[str, Result]:
     pp = choose(quick, tiny, Plan(20_000, 2_000, 5, 6.0), Plan(1_500, 200, 3, 1.5))
-    fan = choose(quick, tiny, Plan(2_000, 200, 5, 6.0), Plan(100, 20, 3, 1.5))
+    fan = choose(quick, tiny, Plan(2_000, 200, 5, 6.0), Plan(500, 100, 3, 1.5))
     tcp = choose(quick, tiny, Plan(8_000, 1_000, 5, 6.0), Plan(500, 100, 3, 1.5))
     probe = Probe(quick, tiny=tiny)
     results = [
