@@ -14,6 +14,9 @@ Where the reference dropped silently, this transport raises and counts:
 * no route → :class:`~converge.errors.UndeliverableError` (``no_route``);
 * connect/write failure → :class:`~converge.errors.TransportError`
   (``send_failed``); the pooled connection is closed, so a retry reconnects;
+* a peer that stops reading (or a host that vanished without FIN) fills the
+  socket buffers: a write that cannot be flushed within ``write_timeout`` is a
+  ``send_failed`` too, and that connection is aborted;
 * a message that cannot be encoded, or whose frame exceeds ``max_frame_size`` →
   :class:`~converge.errors.FrameError` (``encode_failed`` / ``oversized_frame``).
 
@@ -21,6 +24,10 @@ A send that returns has handed the frame to the kernel; TCP has no
 application-level acknowledgement, so a peer that dies at that moment can
 still lose it. A write refused on a *pooled* connection the peer has since
 closed is retried once on a fresh connection.
+
+Closing a connection (on error or in :meth:`TcpTransport.stop`) lets buffered
+frames flush for a short grace period, then aborts it, so ``stop()`` never
+hangs on a peer that does not read.
 
 On the server side a malformed, oversized or truncated frame closes **that**
 connection only (counted and logged); every other connection keeps being served.
@@ -72,16 +79,31 @@ class _Connection:
         # The peer never writes back, so EOF on our reader means it closed the connection.
         return self.writer is not None and not self.writer.is_closing() and not (self.reader is not None and self.reader.at_eof())
 
-    async def close(self) -> None:
+    async def close(self, *, abort: bool = False) -> None:
         writer, self.reader, self.writer = self.writer, None, None
         if writer is not None:
-            await _close_writer(writer)
+            await _close_writer(writer, abort=abort)
 
 
-async def _close_writer(writer: asyncio.StreamWriter) -> None:
-    writer.close()
+_CLOSE_GRACE = 1.0
+"""Seconds a closing connection may spend flushing its buffer before it is aborted."""
+
+
+async def _close_writer(writer: asyncio.StreamWriter, *, abort: bool = False) -> None:
+    """Close ``writer``; abort it (dropping unsent bytes) if it does not close within the grace period."""
+    if abort:
+        writer.transport.abort()
+    else:
+        writer.close()
     try:
-        await writer.wait_closed()
+        try:
+            async with asyncio.timeout(_CLOSE_GRACE):
+                await writer.wait_closed()
+        except TimeoutError:
+            # The unsent buffer never flushes (the peer stopped reading): drop it.
+            logger.info("TCP connection to %s did not close within %.1fs; aborted it", writer.get_extra_info("peername"), _CLOSE_GRACE)
+            writer.transport.abort()
+            await writer.wait_closed()
     except (ConnectionError, OSError, ssl.SSLError) as exc:  # the socket is gone either way
         logger.debug("error while closing a TCP connection: %r", exc)
 
@@ -99,6 +121,10 @@ class TcpTransport(Transport):
         client_ssl_context: TLS context for outgoing connections.
         max_frame_size: largest accepted (and sent) frame body in bytes (default 10 MiB).
         connect_timeout: seconds allowed for opening an outgoing connection.
+        write_timeout: seconds a send may wait for the socket buffer to drain
+            (a peer that stops reading); on expiry the send raises
+            :class:`~converge.errors.TransportError` (``send_failed``) and the
+            connection is aborted. ``None`` waits without bound.
         metrics_collector: optional metrics collector for drop counters.
 
     Attributes:
@@ -115,6 +141,7 @@ class TcpTransport(Transport):
         client_ssl_context: ssl.SSLContext | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         connect_timeout: float = 10.0,
+        write_timeout: float | None = 30.0,
         metrics_collector: Any = None,
     ) -> None:
         super().__init__(metrics_collector=metrics_collector)
@@ -127,6 +154,10 @@ class TcpTransport(Transport):
         self.client_ssl_context = client_ssl_context if client_ssl_context is not None else ssl_context
         self.max_frame_size = check_max_frame_size(max_frame_size)
         self.connect_timeout = connect_timeout
+        bad = isinstance(write_timeout, bool) or not isinstance(write_timeout, (int, float)) or not write_timeout > 0
+        if write_timeout is not None and bad:
+            raise ValueError(f"write_timeout must be a positive number of seconds or None, got {write_timeout!r}")
+        self.write_timeout = write_timeout
         self.server: asyncio.Server | None = None
         self.inbox: asyncio.Queue[Message] = ReceiveQueue()
         self.pool: dict[tuple[str, int], _Connection] = {}
@@ -161,7 +192,7 @@ class TcpTransport(Transport):
         if server is not None:
             server.close()
         for writer in list(self._server_writers):
-            writer.close()
+            writer.close()  # the handlers' finally blocks wait for (or abort) the close
         handlers = list(self._handlers)
         for task in handlers:
             task.cancel()
@@ -172,7 +203,8 @@ class TcpTransport(Transport):
         pool, self.pool = self.pool, {}
         for conn in pool.values():
             conn.retired = True
-            await conn.close()
+        if pool:  # concurrently: each close may take the grace period on a peer that does not read
+            await asyncio.gather(*(conn.close() for conn in pool.values()))
 
     # -- server side -------------------------------------------------------
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -248,7 +280,9 @@ class TcpTransport(Transport):
             try:
                 await self._write(conn, address, frame)
             except (OSError, TimeoutError, ssl.SSLError) as exc:
-                await conn.close()  # stays pooled but empty: the next send reconnects
+                # Stays pooled but empty: the next send reconnects. A timed-out write may
+                # have left half a frame in the buffer, so that connection is aborted.
+                await conn.close(abort=isinstance(exc, TimeoutError))
                 detail = f"sending to {address[0]}:{address[1]} failed: {exc!r}"
                 self._record_drop(message, DropReason.SEND_FAILED, detail)
                 raise TransportError(f"cannot send message {message.id}: {detail}") from exc
@@ -261,7 +295,7 @@ class TcpTransport(Transport):
         assert conn.writer is not None
         try:
             conn.writer.write(frame)
-            await conn.writer.drain()
+            await self._drain(conn.writer)
         except ConnectionError:
             if not reused:
                 raise
@@ -272,7 +306,20 @@ class TcpTransport(Transport):
             await self._connect(conn, address)
             assert conn.writer is not None
             conn.writer.write(frame)
-            await conn.writer.drain()
+            await self._drain(conn.writer)
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        if self.write_timeout is None:
+            await writer.drain()
+            return
+        deadline = asyncio.timeout(self.write_timeout)
+        try:
+            async with deadline:
+                await writer.drain()
+        except TimeoutError as exc:
+            if not deadline.expired():  # an OS-level ETIMEDOUT: report it as it is
+                raise
+            raise TimeoutError(f"the peer did not read for {self.write_timeout}s (write timeout)") from exc
 
     async def _connect(self, conn: _Connection, address: tuple[str, int]) -> None:
         if conn.retired:
