@@ -12,7 +12,9 @@ import asyncio
 import hashlib
 import hmac
 import json
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +26,13 @@ from converge.extensions.connectors import ProviderProfile, WebhookConnector
 from converge.extensions.llm import LLMAgent, ScriptedProvider
 from converge.extensions.llm._parsing import ItemError, decode_items
 from converge.network.transport.tcp import TcpTransport
-from fuzz.targets import TARGETS, WEBHOOK_NOW, WEBHOOK_SECRET, Finding, check_config, check_sidecar, check_webhook, cleanup
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # the fuzz/ package sits next to tests/ (plain `pytest` runs)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fuzz.targets import (  # noqa: E402
+    TARGETS, WEBHOOK_NOW, WEBHOOK_SECRET, Finding, check_config, check_sidecar, check_webhook, cleanup,
+)
 
 FAST = settings(max_examples=250, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
