@@ -91,13 +91,16 @@ def decode_items(response: str) -> list[Any]:
     """The list of decision items in a model answer.
 
     Raises:
-        ItemError: the answer is not JSON, or not a list (nor ``{"decisions": [...]}``).
+        ItemError: the answer is not JSON, is nested too deeply, or is not a list (nor
+            ``{"decisions": [...]}``).
     """
     extracted = _extract_json_array(response)
     try:
         data = json.loads(extracted)
     except json.JSONDecodeError as exc:
         raise ItemError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+    except RecursionError:
+        raise ItemError("JSON nested too deeply to decode") from None
     if isinstance(data, dict) and "decisions" in data:
         data = data["decisions"]
     if not isinstance(data, list):
