@@ -202,6 +202,22 @@ def test_a_key_echoed_by_the_vendor_is_redacted(vendor):
     assert WRONG_KEY not in str(info.value) and "Incorrect API key provided: ***" in str(info.value)
 
 
+def test_an_echoed_key_stays_out_of_the_formatted_traceback_and_chain(vendor):
+    import traceback
+
+    with vendor.server_cls([Reply.error(401, f"Incorrect API key provided: {WRONG_KEY}")]) as server:
+        provider = vendor.provider(server, api_key=WRONG_KEY)
+        with pytest.raises(ProviderAuthError) as info:
+            provider.chat(CHAT)
+        provider.close()
+    err = info.value
+    text = "".join(traceback.format_exception(err))
+    assert WRONG_KEY not in text and "Incorrect API key provided: ***" in text
+    assert err.__context__ is None and type(err.__cause__).__name__ == "RedactedSDKError"
+    assert err.sdk_error_type == err.__cause__.sdk_error_type and err.sdk_error_type.endswith("Error")
+    assert err.__cause__.status == 401 and err.__cause__.__cause__ is None and err.__cause__.__context__ is None
+
+
 def test_structured_request_answered_with_text_returns_the_text(vendor):
     with vendor.server_cls([Reply('[{"type": "JoinPool", "pool_id": "p"}]')]) as server:
         provider = vendor.provider(server)

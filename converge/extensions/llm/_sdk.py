@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 import threading
 import time
@@ -50,10 +51,24 @@ class _Call:
     tool_name: str | None = None
 
 
-def redact(text: str, secret: str | None) -> str:
-    """``text`` without ``secret`` and without anything that looks like an API key."""
-    if secret:
-        text = text.replace(secret, "***")
+class RedactedSDKError(Exception):
+    """Stand-in for a vendor SDK exception, chained as ``__cause__`` of our ProviderError.
+
+    The SDK's own exception is never chained: its text, body and traceback frames may hold
+    the API key (vendors echo it). This one carries only its redacted message, the SDK
+    exception's type name (``sdk_error_type``) and the HTTP status (``status``).
+    """
+
+    def __init__(self, message: str, *, sdk_error_type: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.sdk_error_type = sdk_error_type
+        self.status = status
+
+
+def redact(text: str, secret: str | None, *more: str | None) -> str:
+    """``text`` without ``secret`` (nor ``more``) and without anything that looks like an API key."""
+    for value in sorted({v for v in (secret, *more) if isinstance(v, str) and v}, key=len, reverse=True):
+        text = text.replace(value, "***")
     return _KEYLIKE.sub(lambda m: f"{m.group(1)}-***", text)
 
 
@@ -180,28 +195,49 @@ class SDKProvider:
         report_usage(self, record)
         return record
 
-    def _translate(self, exc: BaseException, model: str) -> BaseException:
-        """The converge error for an SDK exception (or ``exc`` itself when it is not the SDK's)."""
+    def _secrets(self, client: Any = None) -> list[str]:
+        """Every key this provider may have sent: ours, the environment's, the SDK client's."""
+        found = [self.api_key, os.environ.get(self.env_key) if self.env_key else None]
+        for holder in (client, self._client, *list(self._aclients.values())):
+            if holder is not None:
+                found += [getattr(holder, "api_key", None), getattr(holder, "auth_token", None)]
+        return [v for v in found if isinstance(v, str) and v]
+
+    def _translate(self, exc: BaseException, model: str, client: Any = None) -> BaseException:
+        """The converge error for an SDK exception (or ``exc`` itself when it is not the SDK's).
+
+        The message is redacted of every effective key (see :meth:`_secrets`). The caller
+        raises it outside the ``except`` block, so ``__context__`` is empty, and its
+        ``__cause__`` is a :class:`RedactedSDKError` instead of the SDK exception (whose
+        text may echo the key). The SDK exception's type name is kept as
+        ``sdk_error_type`` (and the HTTP status as ``status``).
+        """
         kind = self._classify(exc)
         if kind is None:
             return exc
         what, status = kind
-        detail = redact(str(exc), self.api_key)[:_MAX_DETAIL]
+        detail = redact(str(exc), *self._secrets(client))[:_MAX_DETAIL]
         where = f"{self.vendor} model {model!r}"
+        error: ProviderCallError
         if what == "timeout":
-            return ProviderTimeoutError(f"{where}: request timed out after {self.timeout:g}s: {detail}", provider=self.vendor, model=model)
-        if what == "connection":
+            error = ProviderTimeoutError(f"{where}: request timed out after {self.timeout:g}s: {detail}", provider=self.vendor, model=model)
+        elif what == "connection":
             url = self.base_url or "the default endpoint"
-            return ProviderConnectionError(f"{where}: cannot reach {url}: {detail}", provider=self.vendor, model=model)
-        cls: type[ProviderCallError] = ProviderHTTPError
-        hint = ""
-        if status in (401, 403):
-            cls, hint = ProviderAuthError, f" (check api_key= or ${self.env_key})"
-        elif status == 429:
-            cls = ProviderRateLimitError
-        elif status is not None and status >= 500:
-            cls = ProviderServerError
-        return cls(f"{where}: HTTP {status}{hint}: {detail}", provider=self.vendor, model=model, status=status)
+            error = ProviderConnectionError(f"{where}: cannot reach {url}: {detail}", provider=self.vendor, model=model)
+        else:
+            cls: type[ProviderCallError] = ProviderHTTPError
+            hint = ""
+            if status in (401, 403):
+                cls, hint = ProviderAuthError, f" (check api_key= or ${self.env_key})"
+            elif status == 429:
+                cls = ProviderRateLimitError
+            elif status is not None and status >= 500:
+                cls = ProviderServerError
+            error = cls(f"{where}: HTTP {status}{hint}: {detail}", provider=self.vendor, model=model, status=status)
+        sdk_type = type(exc).__name__
+        error.sdk_error_type = sdk_type  # type: ignore[attr-defined]
+        error.__cause__ = RedactedSDKError(f"{sdk_type}: {detail}", sdk_error_type=sdk_type, status=status)
+        return error
 
     # -- public API ------------------------------------------------------
     def chat(self, messages: list[ChatMessage], **kwargs: Any) -> str:
@@ -219,12 +255,17 @@ class SDKProvider:
         call = self._prepare(list(messages), dict(kwargs))
         client = self._sync_client()
         started = time.perf_counter()
+        error: BaseException | None = None
         try:
             response = self._create(client, call)
         except ProviderError:
             raise
         except Exception as exc:
-            raise self._translate(exc, call.model) from exc
+            error = self._translate(exc, call.model, client)
+            if error is exc:
+                raise
+        if error is not None:
+            raise error  # outside the except block: only the redacted stand-in is chained
         text, n_in, n_out = self._parse(response, call)
         self._report(call.model, n_in, n_out, started)
         return text
@@ -234,12 +275,17 @@ class SDKProvider:
         call = self._prepare(list(messages), dict(kwargs))
         client = self._async_client()
         started = time.perf_counter()
+        error: BaseException | None = None
         try:
             response = await self._acreate(client, call)
         except ProviderError:
             raise
         except Exception as exc:
-            raise self._translate(exc, call.model) from exc
+            error = self._translate(exc, call.model, client)
+            if error is exc:
+                raise
+        if error is not None:
+            raise error  # outside the except block: only the redacted stand-in is chained
         text, n_in, n_out = self._parse(response, call)
         self._report(call.model, n_in, n_out, started)
         return text
@@ -257,15 +303,20 @@ class SDKProvider:
         started = time.perf_counter()
         usage = [0, 0]
         stream = self._astream(client, call, usage)
+        error: BaseException | None = None
         try:
             async for piece in stream:
                 yield piece
         except ProviderError:
             raise
         except Exception as exc:
-            raise self._translate(exc, call.model) from exc
+            error = self._translate(exc, call.model, client)
+            if error is exc:
+                raise
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
+        if error is not None:
+            raise error  # outside the except block: only the redacted stand-in is chained
         self._report(call.model, usage[0], usage[1], started, streamed=True)
 
     def _close_client(self, client: Any, *, asynchronous: bool) -> Any:
