@@ -11,6 +11,7 @@ the value, where it came from and what is accepted.
 from __future__ import annotations
 
 import os
+import reprlib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,17 @@ KEYS: dict[str, tuple[str, str]] = {
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 STORE_DEFAULT_PATHS = {"file": ".converge-store", "sqlite": ".converge-store.sqlite3", "redis": "redis://localhost:6379/0"}
 FILE_SUFFIXES = (".toml", ".yaml", ".yml")
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 200, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 5
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def short_repr(value: Any) -> str:
+    """A bounded ``repr`` for error messages: YAML aliases can make a value exponentially large."""
+    shown = _REPR.repr(value)
+    return shown if isinstance(value, _SCALARS) else f"a {type(value).__name__} {shown}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,7 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, tuple[Any, str]]:
     found: dict[str, tuple[Any, str]] = {}
     for key, value in data.items():
         if key not in KEYS:
-            raise ConfigError(f"unknown key {key!r} (value {value!r}) in {where}; accepted keys: {_accepted_keys()}")
+            raise ConfigError(f"unknown key {short_repr(key)} (value {short_repr(value)}) in {where}; accepted keys: {_accepted_keys()}")
         found[key] = (value, where)
     return found
 
@@ -126,11 +138,15 @@ def _parse(text: str, suffix: str, where: str) -> Any:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{where} is not valid TOML: {_one_line(exc)}") from exc
+        except RecursionError:
+            raise ConfigError(f"{where} nests too deeply") from None
     yaml = require("yaml", "cli", purpose="YAML config files")
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where} is not valid YAML: {_one_line(exc)}") from exc
+    except RecursionError:
+        raise ConfigError(f"{where} nests too deeply") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -155,7 +171,7 @@ def validate(raw: Mapping[str, tuple[Any, str]]) -> RunConfig:
     values: dict[str, Any] = {}
     for key, (value, source) in raw.items():
         if key not in KEYS:
-            raise ConfigError(f"unknown key {key!r} (value {value!r}) from {source}; accepted keys: {_accepted_keys()}")
+            raise ConfigError(f"unknown key {short_repr(key)} (value {short_repr(value)}) from {source}; accepted keys: {_accepted_keys()}")
         values[key] = _check(key, value, source)
     config = RunConfig(**values)
     if config.port == 0 and config.transport == "local" and "port" in values:
@@ -174,7 +190,10 @@ def validate(raw: Mapping[str, tuple[Any, str]]) -> RunConfig:
 
 
 def _check(key: str, value: Any, source: str) -> Any:
-    where = f"{key} = {value!r} (from {source})"
+    where = f"{key} = {short_repr(value)} (from {source})"
+    if not isinstance(value, _SCALARS):
+        accepted = "an integer" if key in ("port", "agents") else "a non-empty string"
+        raise ConfigError(f"invalid {where}; accepted: {accepted}, not a {type(value).__name__}")
     if key in ("port", "agents"):
         number = _as_int(value)
         low, high = (0, 65535) if key == "port" else (1, MAX_AGENTS)

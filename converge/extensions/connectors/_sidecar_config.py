@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from converge._config import STORE_BACKENDS
+from converge._config import STORE_BACKENDS, short_repr
 from converge.errors import ConfigError
 from converge.extensions.connectors._policy import ProviderProfile, WebhookSecurityPolicy
 from converge.extensions.connectors._redact import SecretMap
@@ -109,6 +109,8 @@ def _read(file: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, ValueError) as exc:
         kind = "TOML" if file.suffix.lower() == ".toml" else "JSON"
         raise ConfigError(f"{where} is not valid {kind}: {' '.join(str(exc).split())}") from exc
+    except RecursionError:
+        raise ConfigError(f"{where} nests too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must contain a table/object at the top level")
     return data
@@ -120,17 +122,17 @@ def parse_sidecar_config(
     """Validate an already-parsed configuration mapping (see the module docstring for the keys)."""
     for key in data:
         if key not in TOP_KEYS:
-            raise ConfigError(f"unknown key {key!r} in {where}; accepted keys: {', '.join(TOP_KEYS)}")
+            raise ConfigError(f"unknown key {short_repr(key)} in {where}; accepted keys: {', '.join(TOP_KEYS)}")
     secrets = _secrets(data.get("secrets", {}), where, os.environ if environ is None else environ)
     providers = _providers(data.get("providers", []), where)
     port = data.get("port", 8090)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ConfigError(f"invalid port = {port!r} in {where}; accepted: an integer 0..65535 (0 = OS-assigned)")
+        raise ConfigError(f"invalid port = {short_repr(port)} in {where}; accepted: an integer 0..65535 (0 = OS-assigned)")
     strings = {}
     for key, default in (("bind", "127.0.0.1"), ("connector_id", "webhook-connector"), ("store_backend", "memory")):
         value = data.get(key, default)
         if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"invalid {key} = {value!r} in {where}; accepted: a non-empty string")
+            raise ConfigError(f"invalid {key} = {short_repr(value)} in {where}; accepted: a non-empty string")
         strings[key] = value.strip()
     if strings["store_backend"].lower() not in STORE_BACKENDS:
         raise ConfigError(
@@ -140,7 +142,7 @@ def parse_sidecar_config(
     for key in ("store_path", "outbound_token_ref"):
         value = data.get(key)
         if value is not None and (not isinstance(value, str) or not value):
-            raise ConfigError(f"invalid {key} = {value!r} in {where}; accepted: a non-empty string")
+            raise ConfigError(f"invalid {key} = {short_repr(value)} in {where}; accepted: a non-empty string")
         optional[key] = value
     token_ref = optional["outbound_token_ref"]
     if token_ref is not None and not secrets.get(token_ref):
@@ -180,9 +182,9 @@ def _tls(raw: Any, where: str) -> TlsSettings | None:
         raise ConfigError(f"[tls] in {where} must be a table")
     for key, value in raw.items():
         if key not in TLS_KEYS:
-            raise ConfigError(f"unknown key {key!r} in [tls] of {where}; accepted keys: {', '.join(TLS_KEYS)}")
+            raise ConfigError(f"unknown key {short_repr(key)} in [tls] of {where}; accepted keys: {', '.join(TLS_KEYS)}")
         if not isinstance(value, str) or not Path(value).is_file():
-            raise ConfigError(f"[tls] {key} = {value!r} in {where} is not a readable file")
+            raise ConfigError(f"[tls] {key} = {short_repr(value)} in {where} is not a readable file")
     for required in ("cert_file", "key_file"):
         if required not in raw:
             raise ConfigError(f"[tls] in {where} is missing the required key {required!r}")
@@ -232,7 +234,7 @@ def _table(cls: type, raw: Any, name: str, where: str) -> Any:
 def _build(cls: type, raw: dict[str, Any], label: str, where: str, accepted: tuple[str, ...]) -> Any:
     for key in raw:
         if key not in accepted:
-            raise ConfigError(f"unknown key {key!r} in {label} of {where}; accepted keys: {', '.join(accepted)}")
+            raise ConfigError(f"unknown key {short_repr(key)} in {label} of {where}; accepted keys: {', '.join(accepted)}")
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()}
     try:
         return cls(**values)
