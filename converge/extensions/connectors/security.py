@@ -211,6 +211,10 @@ class WebhookSecurity:
         event_id = payload.get(profile.event_id_field) or lowered.get(EVENT_ID_HEADER)
         if not isinstance(event_id, str) or not event_id or len(event_id) > _MAX_EVENT_ID_LEN:
             raise _fail("missing or invalid event id", "event_id")
+        try:
+            event_id.encode("utf-8")  # a lone surrogate cannot become a dedupe key
+        except UnicodeEncodeError:
+            raise _fail("missing or invalid event id (not encodable as UTF-8)", "event_id") from None
         return VerifiedRequest(profile, payload, event_id, ts)
 
     # -- dedupe ------------------------------------------------------------
