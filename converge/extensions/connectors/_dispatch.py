@@ -13,7 +13,7 @@ from typing import Any
 
 from converge.core.store import Store
 from converge.extensions.connectors import _sender
-from converge.extensions.connectors._redact import safe_url
+from converge.extensions.connectors._redact import redact_headers, safe_url
 from converge.extensions.connectors.models import OutboundWebhookAction
 from converge.extensions.connectors.retry import CircuitBreaker, WebhookRetryPolicy
 from converge.observability.logging import log_struct
@@ -124,7 +124,8 @@ class OutboundDispatchMixin:
         self, action: OutboundWebhookAction, error: str, reason: str, attempts: int, last: _sender.Outcome | None
     ) -> tuple[dict[str, Any], str]:
         entry: dict[str, Any] = {
-            "action": dataclasses.asdict(action),
+            # credential headers (Authorization, API keys, ...) are masked: dead letters are kept for inspection
+            "action": {**dataclasses.asdict(action), "headers": redact_headers(dict(action.headers))},
             "error": error,
             "ts": self._clock(),
             "reason": reason,
