@@ -13,6 +13,7 @@ implementations only need ``pool:`` and ``task:``):
 ``pool:<pool_id>``                 the ``Pool``
 ``task:<task_id>``                 the ``Task``
 ``taskidx:pending:<task_id>``      index: the task is (or is about to be) PENDING
+``taskidx:leased:<task_id>``       index: a task with a claim TTL was claimed and is not terminal
 ``tasklog:<seq>``                  change log: ``{"id", "state", "w"}`` per task write
 ``meta:tasks:seq``                 highest change-log sequence number written (hint)
 ``poolidx:agent:<agent>``          index: ids of the pools the agent joined (a list)

@@ -3,8 +3,11 @@
 The view is kept fresh through the store's change log (see
 :mod:`converge.coordination._changelog`): an incremental refresh re-reads only
 the tasks other managers changed. A first refresh, or one that finds the log
-pruned past its position, re-synchronises from the ``taskidx:pending:`` index;
-:meth:`LocalView.full_scan` reads every ``task:`` key.
+pruned past its position, re-synchronises from the ``taskidx:pending:`` and
+``taskidx:leased:`` indexes (the latter holds the tasks with a claim TTL that
+were claimed and are not yet terminal, so a manager started after a claim
+holder died still finds its claims); :meth:`LocalView.full_scan` reads every
+``task:`` key and repairs both indexes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ logger = logging.getLogger("converge.coordination.task_manager")
 
 TASK_PREFIX = "task:"
 PENDING_INDEX_PREFIX = "taskidx:pending:"
+LEASED_INDEX_PREFIX = "taskidx:leased:"
 _FIELDS = tuple(f.name for f in dataclasses.fields(Task))
 
 
@@ -128,12 +132,13 @@ class LocalView:
     def resync_from_index(self) -> None:
         self.log.skip_to_tip()
         indexed = [k[len(PENDING_INDEX_PREFIX):] for k in self.store.list(PENDING_INDEX_PREFIX)]
+        leased = [k[len(LEASED_INDEX_PREFIX):] for k in self.store.list(LEASED_INDEX_PREFIX)]
         known = [*self.pending.ids(), *self.leased]
-        self.reload(dict.fromkeys([*indexed, *known]))
+        self.reload(dict.fromkeys([*indexed, *leased, *known]))
         self.synced = True
 
     def full_scan(self) -> None:
-        """Read every ``task:`` key and repair the pending index."""
+        """Read every ``task:`` key and repair the pending and leased indexes."""
         self.log.skip_to_tip()
         ids = [k[len(TASK_PREFIX):] for k in self.store.list(TASK_PREFIX)]
         for task_id in set(self.tasks) - set(ids):
@@ -142,7 +147,18 @@ class LocalView:
         indexed = {k[len(PENDING_INDEX_PREFIX):] for k in self.store.list(PENDING_INDEX_PREFIX)}
         for task_id in set(self.pending.ids()) - indexed:
             self.store.put(PENDING_INDEX_PREFIX + task_id, {"pool_id": self.tasks[task_id].pool_id})
+        leased = {k[len(LEASED_INDEX_PREFIX):] for k in self.store.list(LEASED_INDEX_PREFIX)}
+        present = set(ids)
+        for task_id in set(self.leased) - leased:
+            self.store.put(LEASED_INDEX_PREFIX + task_id, {"pool_id": self.tasks[task_id].pool_id})
+        for task_id in leased:
+            # Left by a claim that lost to a concurrent cancel, or by a process killed before it
+            # could delete the entry: the task is gone or terminal (a task can be claimed again only
+            # after a re-submit, which races with this delete exactly as with the pending index).
+            task = self.tasks.get(task_id)
+            if task_id not in present or (task is not None and task.state.is_terminal):
+                self.store.delete(LEASED_INDEX_PREFIX + task_id)
         self.synced = True
 
 
-__all__ = ["PENDING_INDEX_PREFIX", "TASK_PREFIX", "LocalView", "claim_ttl", "clone"]
+__all__ = ["LEASED_INDEX_PREFIX", "PENDING_INDEX_PREFIX", "TASK_PREFIX", "LocalView", "claim_ttl", "clone"]

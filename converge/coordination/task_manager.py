@@ -21,6 +21,18 @@ Differences from the reference (its §5.3 and quirks 13/16), on purpose:
   ``meta:tasks:seq``), so ``refresh_from_store()`` reads only the tasks that
   changed since the last refresh. ``refresh_from_store(full=True)`` scans every
   ``task:`` key (for stores written by programs that keep no index).
+* **Leases survive their holder**: a task with ``constraints["claim_ttl_sec"]``
+  gets ``taskidx:leased:<id>`` when it is claimed (written *before* the claim,
+  so a holder killed right after claiming is still indexed); the entry stays,
+  also across a release, until the task reaches a terminal state. A manager that starts (or
+  re-synchronises) after a claim holder died loads it with the pending index,
+  so ``release_expired_claims`` finds the abandoned claim without scanning
+  every ``task:`` key. Tasks without a claim TTL cost no extra store writes.
+* **Claim clocks**: ``claimed_at`` comes from the claiming manager's ``clock``
+  and is compared with the releasing manager's ``clock``, so all managers on a
+  store must share one time base. ``time.monotonic`` (the default) is
+  system-wide, so processes on one host agree; managers on *several hosts*
+  must all be given a shared wall clock (e.g. ``clock=time.time``).
 * The task objects you submit stay live: the manager updates them in place on
   every transition, but the store gets its own copy (``MemoryStore`` holds
   values by reference), so a stored value only changes through the store API.
@@ -41,7 +53,14 @@ from collections.abc import Callable
 from typing import Any
 
 from converge.coordination._changelog import ChangeLog
-from converge.coordination._local_view import PENDING_INDEX_PREFIX, TASK_PREFIX, LocalView, claim_ttl, clone
+from converge.coordination._local_view import (
+    LEASED_INDEX_PREFIX,
+    PENDING_INDEX_PREFIX,
+    TASK_PREFIX,
+    LocalView,
+    claim_ttl,
+    clone,
+)
 from converge.coordination._task_states import TRANSITIONS, TaskNotFound, check, not_found
 from converge.core.store import Store
 from converge.core.task import Task, TaskState
@@ -147,6 +166,7 @@ class TaskManager:
 
     def _transition(self, task_id: str, action: str, agent_id: str | None, **changes: Any) -> tuple[Task, Task]:
         """Read, check and compare-and-set one transition; returns ``(before, after)`` as stored."""
+        leased_indexed = False
         for _ in range(_MAX_ATTEMPTS):
             current = self._view.read(task_id)
             if current is None:
@@ -157,6 +177,11 @@ class TaskManager:
             except InvalidTransition:
                 self._view.apply(current)
                 raise
+            if action == "claim" and not leased_indexed and claim_ttl(current) is not None:
+                # Index first, so the lease is findable even if this process dies right after the claim.
+                # A claim that then loses the race leaves the entry: it is the winner's lease (same key).
+                self.store.put(LEASED_INDEX_PREFIX + task_id, {"pool_id": current.pool_id})
+                leased_indexed = True
             new = clone(current, state=target, **changes)
             if self.store.compare_and_set(TASK_PREFIX + task_id, current, new):
                 return current, new
@@ -168,6 +193,8 @@ class TaskManager:
         cached = self._view.apply(after)
         if before is TaskState.PENDING and after.state is not TaskState.PENDING:
             self.store.delete(PENDING_INDEX_PREFIX + after.id)
+        if after.state.is_terminal and claim_ttl(after) is not None:
+            self.store.delete(LEASED_INDEX_PREFIX + after.id)
         self._log.append(after.id, after.state.value)
         return cached
 
@@ -193,6 +220,8 @@ class TaskManager:
             index_key = PENDING_INDEX_PREFIX + task.id
             if pending:
                 self.store.put(index_key, {"pool_id": task.pool_id})
+            elif task.state is TaskState.ASSIGNED and claim_ttl(task) is not None:
+                self.store.put(LEASED_INDEX_PREFIX + task.id, {"pool_id": task.pool_id})
             self.store.put(TASK_PREFIX + task.id, clone(task))
             if not pending:
                 self.store.delete(index_key)
@@ -277,10 +306,13 @@ class TaskManager:
     def release_expired_claims(self, now_ts: float) -> list[str]:
         """Return ASSIGNED tasks whose ``constraints["claim_ttl_sec"]`` has passed to PENDING.
 
-        ``now_ts`` must be on the manager's ``clock`` (monotonic by default). A TTL
-        of 0 releases at once; tasks without the constraint are never released.
-        Claims made by other managers on the store are seen after a refresh
-        (this method refreshes incrementally first). Returns the released ids.
+        ``now_ts`` must be on the manager's ``clock`` (monotonic by default), the
+        clock every manager on the store stamps ``claimed_at`` with. A TTL of 0
+        releases at once; tasks without the constraint are never released.
+        Claims made by other managers are seen after a refresh (this method
+        refreshes incrementally first); claims made before this manager started,
+        by a process that has since died, through the ``taskidx:leased:`` index
+        read on the first refresh. Returns the released ids.
         """
         released: list[str] = []
         with self._lock:
@@ -428,4 +460,4 @@ class TaskManager:
         self._drain_changes()
 
 
-__all__ = ["PENDING_INDEX_PREFIX", "TASK_PREFIX", "TRANSITIONS", "TaskManager", "TaskNotFound"]
+__all__ = ["LEASED_INDEX_PREFIX", "PENDING_INDEX_PREFIX", "TASK_PREFIX", "TRANSITIONS", "TaskManager", "TaskNotFound"]

@@ -634,7 +634,9 @@ class AgentRuntime:
             and now - self._last_release >= self.claim_ttl_interval_sec
         ):
             self._last_release = now
-            released = self.task_manager.release_expired_claims(time.monotonic())
+            # The manager's own clock: claimed_at is stamped with it (a shared wall clock across hosts).
+            now_ts = getattr(self.task_manager, "clock", time.monotonic)()
+            released = self.task_manager.release_expired_claims(now_ts)
             if released:
                 self.scheduler.notify()
 
