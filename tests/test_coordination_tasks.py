@@ -509,3 +509,21 @@ def test_listeners_see_local_changes_and_changes_by_others(caplog):
     assert tm.claim("w", "d")  # the broken listener does not break the claim
     assert tm.listener_errors == 1 and "observer bug" in caplog.text
     assert len(events) == 10
+
+
+def test_a_manager_started_after_a_claim_holder_died_releases_its_claim(store):
+    clock = Clock()
+    dead = TaskManager(store, clock=clock)
+    task = Task(constraints={"claim_ttl_sec": 5})
+    dead.submit(task)
+    assert dead.claim("worker-that-dies", task.id)
+    del dead  # the claim holder is gone; its claim stays in the store
+    fresh = TaskManager(store, clock=clock)
+    fresh.refresh_from_store()
+    assert fresh.release_expired_claims(clock()) == []  # not expired yet
+    clock.now += 5
+    assert fresh.release_expired_claims(clock()) == [task.id]
+    assert fresh.get_task(task.id).state is S.PENDING
+    assert fresh.claim("survivor", task.id)
+    fresh.report("survivor", task.id, "done")
+    assert store.list("taskidx:leased:") == []  # the lease index forgets finished tasks
