@@ -472,7 +472,16 @@ class Lab:
         self._journal.add_message(message, tuple(delivered_to), "delivered")
 
     def _on_drop(self, message: Message | None, reason: str, detail: str) -> None:
-        status = "rejected" if "signature" in reason or "unverified" in reason else "undeliverable"
+        # "rejected": the message itself was refused: signature_rejected, unverified and the
+        # guards' replay_rejected / timestamp_rejected / payload_size_rejected /
+        # payload_depth_rejected; "undeliverable": it could not be routed, encoded or sent;
+        # "dropped": anything else (a hook dropped it or raised).
+        if "rejected" in reason or "unverified" in reason:
+            status = "rejected"
+        elif reason in ("unknown_recipient", "no_route", "send_failed", "encode_failed"):
+            status = "undeliverable"
+        else:
+            status = "dropped"
         if message is not None:
             self._journal.add_message(message, (), status, f"{reason}: {detail}")
         else:

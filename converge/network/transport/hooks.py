@@ -8,11 +8,15 @@ optional and is called when that hook raises; the error is then re-raised.
 
 Every drop is counted under ``hook_dropped`` (and a hook exception under
 ``hook_error``) in the wrapper's drop accounting, which also forwards drop
-listeners and the metrics collector to the wrapped transport.
+listeners and the metrics collector to the wrapped transport. A hook that
+defines ``explain_drop(message) -> (reason, detail) | None`` (the message
+guards do) names its own reason instead, e.g. ``replay_rejected``.
 
 Difference from the reference (its quirk 12): ``receive`` does not turn a
 hook drop into ``TimeoutError``; it keeps receiving until a message passes the
 hooks or the timeout expires, so a drop is never mistaken for silence.
+``receive_verified`` likewise keeps receiving past hook drops; it returns
+``None`` only for a rejected signature.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class MessageHook(Protocol):
 
     A hook may also define ``on_error(stage: str, error: Exception, context: dict) -> None``;
     ``stage`` is ``"pre_send"`` or ``"post_receive"`` and ``context`` holds ``message_id``.
+    A hook may define ``explain_drop(message) -> tuple[str, str] | None``: after it
+    returned ``None`` for ``message``, the ``(reason, detail)`` the drop is recorded
+    under (instead of ``hook_dropped``).
     """
 
     def pre_send(self, message: Message) -> Message | None:
@@ -122,10 +129,34 @@ class HookedTransport(Transport):
                 self._report_error(hook, stage, exc, message)
                 raise
             if result is None:
-                self._record_drop(message, DropReason.HOOK_DROPPED, f"{stage} hook {type(hook).__name__} returned None", level=logging.INFO)
+                reason, detail = self._explain(hook, stage, current)
+                self._record_drop(message, reason, detail, level=logging.INFO)
                 return None
             current = result
         return current
+
+    def _explain(self, hook: MessageHook, stage: str, message: Message) -> tuple[str, str]:
+        """The ``(reason, detail)`` of a drop: the hook's own ``explain_drop`` if it has one."""
+        fallback = (DropReason.HOOK_DROPPED, f"{stage} hook {type(hook).__name__} returned None")
+        explain = getattr(hook, "explain_drop", None)
+        if not callable(explain):
+            return fallback
+        try:
+            explained = explain(message)
+        except Exception:  # the drop is still recorded, under hook_dropped
+            logger.exception("explain_drop of hook %r raised", hook)
+            return fallback
+        if explained is None:
+            return fallback
+        try:
+            reason, detail = explained
+        except (TypeError, ValueError):
+            logger.warning("explain_drop of hook %r returned %r, not (reason, detail)", hook, explained)
+            return fallback
+        if not isinstance(reason, str) or not reason:
+            logger.warning("explain_drop of hook %r returned the reason %r, not a non-empty str", hook, reason)
+            return fallback
+        return reason, f"{stage} hook {type(hook).__name__}: {detail}"
 
     def _report_error(self, hook: MessageHook, stage: str, error: Exception, message: Message) -> None:
         self._record_drop(message, DropReason.HOOK_ERROR, f"{stage} hook {type(hook).__name__} raised {error!r}")
@@ -172,12 +203,27 @@ class HookedTransport(Transport):
     async def receive_verified(self, identity_registry: IdentityLookup, timeout: float | None = None) -> Message | None:
         """The base transport's verified receive, then the ``post_receive`` hooks.
 
-        Returns ``None`` when the signature is rejected or a hook drops the message.
+        Messages dropped by a hook are counted (under the hook's reason) and
+        skipped, as in :meth:`receive`; the wait continues for the remainder of
+        ``timeout``.
+
+        Returns:
+            The next verified message that passes every hook, or ``None`` when a
+            message's signature is rejected (``signature_rejected``).
+
+        Raises:
+            TimeoutError: nothing arrived within ``timeout`` seconds.
         """
-        message = await self.base_transport.receive_verified(identity_registry, timeout=timeout)
-        if message is None:
-            return None
-        return await self._run("post_receive", message)
+        if not self.hooks:
+            return await self.base_transport.receive_verified(identity_registry, timeout=timeout)
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.base_transport.receive_verified(identity_registry)
+                if message is None:
+                    return None
+                passed = await self._run("post_receive", message)
+                if passed is not None:
+                    return passed
 
     def __repr__(self) -> str:
         return f"<HookedTransport {self.base_transport!r} hooks={len(self.hooks)}>"
