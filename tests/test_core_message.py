@@ -243,3 +243,43 @@ def test_short_keys(key: bytes) -> None:
     enc = Message(payload={"a": 1}).encrypt_payload(b"k" * 32)
     with pytest.raises(ValueError, match="Key must be 32 bytes"):
         enc.decrypt_payload(key)
+
+
+def _nested(levels: int) -> dict:
+    deep: dict = {"leaf": 1}
+    for _ in range(levels):
+        deep = {"d": deep}
+    return deep
+
+
+@pytest.mark.parametrize("levels", [600, 5_000])
+def test_too_deep_payload_cannot_be_signed_and_never_verifies(levels: int) -> None:
+    alice = Identity.generate()
+    msg = Message(payload=_nested(levels))
+    with pytest.raises(ValueError, match="nests too deeply to sign") as info:
+        msg.sign(alice)
+    assert str(levels + 1) in str(info.value)  # names the depth
+    assert dataclasses.replace(msg, signature=b"x" * 64).verify(alice.public_key) is False
+
+
+def test_self_containing_payload_cannot_be_signed_and_never_verifies() -> None:
+    alice = Identity.generate()
+    loop: dict = {}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="contain itself"):
+        Message(payload=loop).sign(alice)
+    assert Message(payload=loop, signature=b"x" * 64).verify(alice.public_key) is False
+
+
+def test_payload_mixing_str_and_bytes_keys_is_a_value_error_naming_the_keys() -> None:
+    alice = Identity.generate()
+    payload = {"outer": [{"name": 1, b"raw": 2}]}
+    with pytest.raises(ValueError, match="cannot be sorted") as info:
+        Message(payload=payload).sign(alice)
+    assert "'name'" in str(info.value) and "b'raw'" in str(info.value)
+    assert Message(payload=payload, signature=b"x" * 64).verify(alice.public_key) is False
+
+
+def test_unserialisable_payload_value_is_still_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        Message(payload={"a": object()}).signing_bytes()

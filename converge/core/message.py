@@ -14,6 +14,7 @@ import base64
 import dataclasses
 import json
 import os
+import reprlib
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,36 @@ def _canonicalize(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [v if type(v) in _FLAT else _canonicalize(v) for v in value]
     return value
+
+
+def _containers(value: Any) -> Any:
+    """``(container, depth)`` for every map and list in ``value``, iteratively and cycle-safe."""
+    seen: set[int] = set()
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list, tuple)) and id(item) not in seen:
+            seen.add(id(item))
+            yield item, level
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+
+
+def _unsortable(value: Any) -> list[Any] | None:
+    """The keys of the first map in ``value`` whose keys cannot be sorted, else ``None``."""
+    for item, _ in _containers(value):
+        if isinstance(item, dict):
+            try:
+                sorted(item)
+            except TypeError:
+                return list(item)
+    return None
+
+
+def _too_deep(value: Any) -> str:
+    """The message for a payload that nests too deeply (or contains itself) to be signed."""
+    depth = max((level for _, level in _containers(value)), default=0)
+    cycle = "" if depth > 100 else "; does it contain itself?"
+    return f"payload nests too deeply to sign ({depth} levels of maps and lists{cycle})"
 
 
 _tls = threading.local()
@@ -102,18 +133,40 @@ class Message:
 
     # -- signing ---------------------------------------------------------
     def signing_bytes(self) -> bytes:
-        """The exact bytes that are signed (reference Appendix A.2)."""
-        return _pack(
-            {
-                "id": self.id,
-                "sender": self.sender,
-                "recipient": self.recipient,
-                "topics": [str(t) for t in self.topics],
-                "payload": _canonicalize(self.payload),
-                "task_id": self.task_id,
-                "timestamp": self.timestamp,
-            }
-        )
+        """The exact bytes that are signed (reference Appendix A.2).
+
+        Raises:
+            ValueError: the payload nests too deeply to be signed (msgpack and the
+                recursion limit cap it at a few hundred levels), or a map in it mixes key
+                types that cannot be sorted (e.g. ``str`` and ``bytes``).
+            TypeError: the payload holds a value msgpack cannot serialise.
+        """
+        try:
+            payload = _canonicalize(self.payload)
+        except RecursionError:
+            raise ValueError(_too_deep(self.payload)) from None
+        except TypeError as exc:
+            keys = _unsortable(self.payload)
+            if keys is None:
+                raise
+            shown = ", ".join(reprlib.repr(k) for k in keys[:10]) + (", ..." if len(keys) > 10 else "")
+            raise ValueError(f"payload has a map whose keys cannot be sorted for signing (mixed key types): {shown}") from None
+        try:
+            return _pack(
+                {
+                    "id": self.id,
+                    "sender": self.sender,
+                    "recipient": self.recipient,
+                    "topics": [str(t) for t in self.topics],
+                    "payload": payload,
+                    "task_id": self.task_id,
+                    "timestamp": self.timestamp,
+                }
+            )
+        except ValueError as exc:
+            if "recursion limit" not in str(exc):
+                raise
+            raise ValueError(f"{_too_deep(self.payload)} (msgpack: {exc})") from None
 
     def sign(self, identity: Identity) -> Message:
         """Return a signed copy whose ``sender`` is ``identity.fingerprint``.
@@ -124,7 +177,9 @@ class Message:
         fingerprint produces the same signature as the reference.
 
         Raises:
-            ValueError: the identity has no private key.
+            ValueError: the identity has no private key, or the payload cannot be signed
+                (too deeply nested, or a map mixing unsortable key types; see
+                :meth:`signing_bytes`).
         """
         unsigned = self if self.sender == identity.fingerprint else dataclasses.replace(self, sender=identity.fingerprint)
         signature = identity.sign(unsigned.signing_bytes())
@@ -139,7 +194,7 @@ class Message:
             return False
         try:
             data = self.signing_bytes()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return False
         return (_verify_signature or _verifier())(sender_public_key, self.signature, data)
 
