@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,24 @@ def test_temp_and_lock_files_are_never_keys(tmp_path: Path) -> None:
     (tmp_path / "subdir").mkdir()
     assert (tmp_path / ".store.lock").exists()
     assert store.list() == ["k"]
+
+
+@pytest.mark.parametrize("locking", [False, True])
+def test_opening_a_store_sweeps_stale_temp_files_only(tmp_path: Path, locking: bool) -> None:
+    FileStore(tmp_path).put("k", 1)
+    old = time.time() - 120
+    for name in (".tmp-killed1", ".tmp-killed2", encode_key("old-key")):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (old, old))
+    (tmp_path / ".tmp-inflight").write_bytes(b"being written")  # a live writer's file: recent, kept
+    (tmp_path / ".tmp-dir").mkdir()
+    os.utime(tmp_path / ".tmp-dir", (old, old))  # not a file: left alone
+    store = FileStore(tmp_path, locking=locking)
+    names = set(os.listdir(tmp_path))
+    assert ".tmp-killed1" not in names and ".tmp-killed2" not in names
+    assert {".tmp-inflight", ".tmp-dir", encode_key("k"), encode_key("old-key")} <= names
+    assert store.swept_temp_files == 2 and store.get("k") == 1
+    assert FileStore(tmp_path).swept_temp_files == 0  # nothing left to sweep
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path: Path) -> None:

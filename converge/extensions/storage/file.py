@@ -13,9 +13,11 @@ import base64
 import binascii
 import contextlib
 import errno
+import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,11 @@ try:  # POSIX only; FileStore(locking=True) needs it
 except ImportError:  # pragma: no cover - exercised on Windows only
     fcntl = None  # type: ignore[assignment]
 
+logger = logging.getLogger(__name__)
+
 _LOCK_NAME = ".store.lock"
 _TMP_PREFIX = ".tmp-"
+_STALE_TMP_SEC = 60.0  # a temp file this old was left by a writer that died (writes take milliseconds)
 _MAX_NAME = 255  # bytes in one file name on common file systems
 _NO_LINK_ERRNOS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV}
 
@@ -74,6 +79,10 @@ class FileStore(Store):
     (and deleted) when the name stays inside the directory and is not itself
     the encoded name of another key.
 
+    Opening a store deletes ``.tmp-*`` files older than a minute: a writer that
+    was killed between writing and renaming leaves one behind (they are never
+    read). ``swept_temp_files`` counts the files this instance removed.
+
     Raises:
         ConfigError: ``base_path`` is not a directory, or ``locking=True`` on a
             platform without ``fcntl``.
@@ -92,6 +101,8 @@ class FileStore(Store):
         self.locking = locking
         self.supports_locking = locking
         self._thread_lock = threading.RLock()
+        self.swept_temp_files = 0
+        self._sweep_temp_files()
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.base_path)!r}, locking={self.locking})"
@@ -133,6 +144,27 @@ class FileStore(Store):
                 yield
             finally:
                 os.close(fd)  # closing releases the lock
+
+    def _sweep_temp_files(self) -> None:
+        """Delete temp files older than a minute left by killed writers; log what was removed."""
+        cutoff = time.time() - _STALE_TMP_SEC
+        with self._locked():
+            for entry in os.scandir(self.base_path):
+                if not entry.name.startswith(_TMP_PREFIX):
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                        continue
+                    os.unlink(entry.path)
+                except FileNotFoundError:  # another process swept it first
+                    continue
+                except OSError as exc:
+                    logger.warning("FileStore %s: cannot remove stale temp file %s: %s", self.base_path, entry.name, exc)
+                    continue
+                self.swept_temp_files += 1
+        if self.swept_temp_files:
+            logger.info("FileStore %s: removed %d stale temp file(s) left by interrupted writes",
+                        self.base_path, self.swept_temp_files)
 
     def _write_temp(self, data: bytes) -> str:
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self.base_path)
