@@ -27,6 +27,8 @@ DEFAULT_HELP = MappingProxyType({
     "rate_limit_egress_dropped_total": "Outbound messages dropped by the rate limiter.",
     "rate_limit_ingress_dropped_total": "Inbound messages dropped by the rate limiter.",
     "rate_limit_dropped_total": "Messages dropped by the rate limiter, by direction and bucket scope.",
+    "message_guard_rejected_total": "Messages rejected by a message guard (replay, payload limits), by guard and reason.",
+    "message_guard_evictions_total": "Ids a ReplayGuard forgot before their window ended because it was full.",
     "discovery_skipped_total": "Discovery descriptors skipped as unreadable or invalid, by reason.",
     # coordination
     "task_submitted_total": "Tasks submitted to the task manager.",
