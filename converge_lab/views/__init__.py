@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from converge_lab._journal import ERROR, HIT, MESSAGE, PENDING, SPAN, STATE, STEP
+from converge_lab._journal import HIT, MESSAGE, PENDING, SPAN, STATE, STEP
 from converge_lab.views import _render
 
 if TYPE_CHECKING:
