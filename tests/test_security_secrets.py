@@ -44,8 +44,8 @@ WEBHOOK_SECRET = "whsec_planted_" + secrets.token_hex(12)
 BEARER = "tok_planted_" + secrets.token_hex(12)
 SECRETS = {"api key argument": API_KEY, "rejected api key argument": WRONG_KEY, "rejected api key from env": ENV_KEY,
            "webhook secret": WEBHOOK_SECRET, "outbound bearer token": BEARER}
-# A vendor that echoes a rejected key in its 401 message puts it into the SDK exception, which
-# ProviderError chains as __cause__; tracebacks (logged with exc_info) then print it.
+# A vendor that echoes a rejected key in its 401 message puts it into the SDK exception; ProviderError
+# does not chain it (its __cause__ is a redacted stand-in), so tracebacks logged with exc_info stay clean.
 ECHOED = {"rejected api key argument", "rejected api key from env"}  # covered by the echo test below
 TRACEBACK_OUTPUTS = {"errors", "log records (caplog)", "log output (JsonFormatter)"}
 
@@ -149,6 +149,8 @@ async def test_planted_secrets_never_appear_in_outputs(tmp_path, monkeypatch, ca
                 outputs["lab journal errors"] = repr(list(lab.journal.errors))
                 outputs["lab metrics"] = lab.metrics.format_prometheus()
                 replay_log.close()
+                for provider in (recorder.provider, env_provider, wrong_arg):
+                    await provider.aclose()  # an unclosed async SDK client would be finalised on a later test's loop
     finally:
         logging.getLogger().removeHandler(json_handler)
     outputs["cassette file"] = cassette.read_text()
@@ -175,6 +177,7 @@ async def test_vendor_echoed_key_stays_out_of_errors_and_tracebacks(monkeypatch,
         provider = OpenAIProvider(api_key=None if from_env else key, base_url=server.base_url, max_retries=0)
         with pytest.raises(Exception) as info:
             await provider.achat([{"role": "user", "content": "hi"}])
+        await provider.aclose()
     assert type(info.value).__name__ == "ProviderAuthError" and key not in str(info.value)  # the message is redacted
     out = io.StringIO()
     handler = logging.StreamHandler(out)

@@ -1,8 +1,10 @@
 """Typed errors of the LLM extension, all under :class:`converge.errors.ProviderError`.
 
-Vendor SDK exceptions are re-raised as one of these (``raise ... from sdk_exc``), so
-code can catch one tree whatever the vendor. Messages name the provider, the model and
-the HTTP status, and never contain an API key.
+Vendor SDK exceptions are translated into one of these, so code can catch one tree
+whatever the vendor. Messages name the provider, the model and the HTTP status, and
+never contain an API key. The SDK exception itself is not chained (a vendor may echo
+the key in it): ``__cause__`` is a ``RedactedSDKError`` stand-in holding only the
+redacted text, ``sdk_error_type`` and ``status``.
 """
 
 from __future__ import annotations
