@@ -140,3 +140,14 @@ async def test_redraws_are_throttled(lab):
     per_view = lab.views._views["messages"].redraws
     # 600 messages, but one redraw per 0.2 s window at most (plus the first one)
     assert per_view <= elapsed / 0.2 + 2, (per_view, elapsed)
+
+
+async def test_agent_picker_shows_all_agents_and_steps_everyone(lab):
+    a = FunctionAgent(lambda ag, m, t: [], name="a")
+    b = FunctionAgent(lambda ag, m, t: [], name="b")
+    await lab.add(a, paused=True)
+    await lab.add(b, paused=True)
+    d = dashboard_parts(lab)
+    assert d.agent_picker.label == "all agents" and d.selected_agent is None
+    d.step_button.click()
+    await eventually(lambda: lab.handle("a").runtime.step_count == 1 and lab.handle("b").runtime.step_count == 1)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from converge_lab.views import Views
 
 TABS = ("Agents", "Steps", "Inbox", "Pools", "Tasks", "Messages", "Trace", "Costs", "Breakpoints")
+ALL = ""  # the picker's "all agents" entry (ipywidgets shows a None value as no selection)
 VIEW_OF_TAB = ("agents", "steps", "inbox", "pools", "tasks", "messages", "trace", "costs", "breakpoints")
 
 
@@ -45,7 +46,7 @@ class Dashboard:
         w = _widgets()
         self.views = views
         lab = views.lab
-        self.agent_picker = w.Dropdown(description="agent", options=self._options(), value=None)
+        self.agent_picker = w.Dropdown(description="agent", options=self._options(), value=ALL)
         self.step_button = w.Button(description="Step", icon="step-forward", tooltip="run one decide/execute iteration")
         self.play_button = w.ToggleButton(description="Play", value=False, icon="play", tooltip="run / pause")
         self.idle_button = w.Button(description="Run until idle", icon="fast-forward")
@@ -79,7 +80,13 @@ class Dashboard:
 
     # ------------------------------------------------------------------ helpers
     def _options(self) -> list[tuple[str, Any]]:
-        return [("all agents", None)] + [(h.name, h.id) for h in self.views.lab.agents]
+        return [("all agents", ALL)] + [(h.name, h.id) for h in self.views.lab.agents]
+
+    @property
+    def selected_agent(self) -> str | None:
+        """The picked agent id, or None for all agents."""
+        value = self.agent_picker.value
+        return None if value == ALL else value
 
     def show_error(self, where: str, exc: BaseException) -> None:
         """Put an exception in the visible error area (and the lab journal)."""
@@ -104,7 +111,7 @@ class Dashboard:
         if [o[1] for o in options] != [o[1] for o in self.agent_picker.options]:
             current = self.agent_picker.value
             self.agent_picker.options = options
-            self.agent_picker.value = current if current in [o[1] for o in options] else None
+            self.agent_picker.value = current if current in [o[1] for o in options] else ALL
         held = [h.name for h in lab.held()]
         states = ", ".join(f"{h.name}: {h.state}" for h in lab.agents) or "no agents"
         self.status.value = (f"<span style='font:12px monospace'>{html.escape(states)}"
@@ -118,7 +125,7 @@ class Dashboard:
 
     # ------------------------------------------------------------------ callbacks
     def _on_step(self, _button: Any) -> None:
-        agent = self.agent_picker.value
+        agent = self.selected_agent
         n = int(self.steps_per_redraw.value)
         if self.play_button.value:
             self.play_button.value = False
@@ -133,7 +140,7 @@ class Dashboard:
 
     def _on_play(self, change: dict[str, Any]) -> None:
         lab = self.views.lab
-        agent = self.agent_picker.value
+        agent = self.selected_agent
         if change["new"]:
             lab.resume(agent)
             self.play_button.description, self.play_button.icon = "Pause", "pause"
@@ -146,5 +153,5 @@ class Dashboard:
         self.views.show({VIEW_OF_TAB[index]} if index is not None else set())
 
     def _on_pick(self, change: dict[str, Any]) -> None:
-        self.views.selected = change["new"]
+        self.views.selected = None if change["new"] == ALL else change["new"]
         self.views._on_event("state", None)
