@@ -328,3 +328,39 @@ async def test_errors_an_agent_reports_instead_of_raising_are_on_the_record(regi
         await wait_for(lambda: len(rt.inbox) == 1)
         rec = await rt.step()
     assert rec.error == "ValueError: model said nonsense" and rec.error_phase == "decide:output"
+
+
+async def test_local_messages_go_straight_to_an_idle_inbox_and_keep_order_when_full(registry):
+    agent = FunctionAgent(lambda ag, m, t: [])
+    rt = make_runtime(agent, registry, manual=True, inbox_kwargs={"maxsize": 2})
+    sender_id = Identity.generate()
+    async with rt:
+        queue = rt.transport.queue
+        assert queue.sink is not None  # installed on start
+        for i in range(5):  # 2 fit in the inbox directly, 3 wait in the transport queue (the listener blocks on push)
+            registry.get_queue(agent.id).put_nowait(Message(recipient=agent.id, payload={"i": i}).sign(sender_id))
+        assert [m.payload["i"] for m in rt.inbox.peek()] == [0, 1]
+        got = []
+        for _ in range(5):
+            rec = await rt.step()
+            got += [m.payload["i"] for m in rec.messages]
+            await asyncio.sleep(0.01)
+            if len(got) == 5:
+                break
+        assert got == [0, 1, 2, 3, 4]
+    assert queue.sink is None  # removed on stop
+
+
+async def test_no_direct_delivery_when_a_hook_watches_arrivals(registry):
+    seen = []
+
+    class Watch:
+        def on_message_received(self, ctx):
+            seen.append(ctx.message.payload)
+
+    agent = FunctionAgent(lambda ag, m, t: [])
+    rt = make_runtime(agent, registry, manual=True, runtime_hooks=[Watch()])
+    async with rt:
+        inject(registry, agent.id, {"x": 1})
+        await wait_for(lambda: len(rt.inbox) == 1)
+    assert seen == [{"x": 1}]

@@ -248,6 +248,12 @@ class AgentRuntime(StepEngine):
         if self.network is None:
             self.network = AgentNetwork(self.transport)
         self.executor = self._build_executor(self.network)
+        # Without verification the transport may hand messages straight to the inbox (no listener hop);
+        # the listener still serves whatever the sink declines.
+        set_sink = getattr(self.transport, "set_delivery_sink", None)
+        self._sink_installed = bool(
+            self.identity_registry is None and set_sink is not None and type(self).deliver is AgentRuntime.deliver
+            and set_sink(self._deliver_now))
         self._listener_task = asyncio.create_task(self._listen(), name=f"converge-listen-{self.agent.id[:8]}")
         self._loop_task = asyncio.create_task(self._run_loop(), name=f"converge-loop-{self.agent.id[:8]}")
         if self.task_poll_interval_sec is not None and self.task_manager is not None:
@@ -280,6 +286,9 @@ class AgentRuntime(StepEngine):
                 except Exception as exc:  # already logged where it happened; keep stopping
                     logger.error("agent %s: background task %s ended with %s", self.agent.id[:12], t.get_name(), exc)
         self._listener_task = self._loop_task = self._poll_task = self._step_task = None
+        if getattr(self, "_sink_installed", False):
+            self.transport.set_delivery_sink(None)
+            self._sink_installed = False
         await self.transport.stop()
         if self.ops_server is not None:
             await _maybe_async(getattr(self.ops_server, "astop", None) or self.ops_server.stop)
@@ -347,14 +356,19 @@ class AgentRuntime(StepEngine):
     def _deliver_now(self, message: Message) -> bool:
         """:meth:`deliver` without a coroutine when nothing observes the message before the inbox.
 
-        False (nothing done) when a metric, replay log or ``on_message_received``
-        hook must see it, or the inbox has no room now; :meth:`deliver` then runs.
+        False (nothing done) when a replay log or an ``on_message_received`` hook
+        must see it, or the inbox has no room now; :meth:`deliver` then runs.
+        Also the transport's delivery sink (see :meth:`start`): it may run inside
+        the sender's task, so it must never await.
         """
-        if self.metrics_collector is not None or self.replay_log is not None or self._hooks["on_message_received"]:
+        if self.replay_log is not None or self._hooks["on_message_received"] or not self.running:
             return False
         try_push = getattr(self.inbox, "try_push", None)
         if try_push is None or not try_push(message):
             return False
+        mc = self.metrics_collector
+        if mc is not None:
+            mc.inc("messages_received")
         self.scheduler.notify()
         return True
 

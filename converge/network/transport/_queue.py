@@ -11,6 +11,7 @@ timer handle (a heap push and a cancel) on every one of them;
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from converge._deadline import DeadlineTimer
@@ -19,11 +20,24 @@ T = TypeVar("T")
 
 
 class ReceiveQueue(asyncio.Queue[T]):
-    """An unbounded ``asyncio.Queue`` plus :meth:`get_within`. Everything else is the standard queue."""
+    """An unbounded ``asyncio.Queue`` plus :meth:`get_within` and an optional delivery sink.
+
+    ``sink``: when set, ``put_nowait`` first offers the item to ``sink(item) -> bool``
+    — but only while the queue is empty, so FIFO order holds — and queues it only
+    when the sink declines. A runtime installs its inbox as the sink, so a message
+    reaches an idle agent without a hop through the listener task.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._deadlines = DeadlineTimer()
+        self.sink: Callable[[T], bool] | None = None
+
+    def put_nowait(self, item: T) -> None:
+        sink = self.sink
+        if sink is not None and self.empty() and sink(item):
+            return
+        super().put_nowait(item)
 
     async def get_within(self, timeout: float | None) -> T:
         """Like ``get()``, but raise :class:`TimeoutError` when nothing arrives within ``timeout`` seconds.

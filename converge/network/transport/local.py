@@ -338,6 +338,18 @@ class LocalTransport(Transport):
             notify_all(registry._taps, message, delivered)
         return delivered
 
+    def set_delivery_sink(self, sink: Callable[[Message], bool] | None) -> bool:
+        """Hand received messages to ``sink(message) -> bool`` directly while nothing is queued.
+
+        Messages the sink declines (it returns False) are queued for :meth:`receive` as
+        usual, so nothing is lost and order is kept. Returns True when installed.
+        """
+        queue = self.queue
+        if not isinstance(queue, ReceiveQueue):
+            return False
+        queue.sink = sink
+        return True
+
     async def receive(self, timeout: float | None = None) -> Message:
         """The next message for this agent.
 

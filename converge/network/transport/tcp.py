@@ -39,6 +39,7 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from converge.core.topic import Topic
@@ -328,6 +329,18 @@ class TcpTransport(Transport):
             conn.reader, conn.writer = await asyncio.open_connection(
                 address[0], address[1], ssl=self.client_ssl_context, limit=1024
             )
+
+    def set_delivery_sink(self, sink: Callable[[Message], bool] | None) -> bool:
+        """Hand received messages to ``sink(message) -> bool`` directly while nothing is queued.
+
+        Messages the sink declines (it returns False) are queued for :meth:`receive` as
+        usual, so nothing is lost and order is kept. Returns True when installed.
+        """
+        queue = self.inbox
+        if not isinstance(queue, ReceiveQueue):
+            return False
+        queue.sink = sink
+        return True
 
     async def receive(self, timeout: float | None = None) -> Message:
         """The next message received on any connection.
