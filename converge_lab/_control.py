@@ -35,8 +35,19 @@ class BreakpointControl:
         agent_key = self.handle(agent).id if agent is not None else None
         bp = Breakpoint(phase=phase, agent=agent_key, predicate=predicate, **filters)
         self._breakpoints.append(bp)
+        self._sync_arrival_watch()
         self._journal.emit(STATE, bp)
         return bp
+
+    def _sync_arrival_watch(self) -> None:
+        """Attach each agent's arrival hook while a message_received breakpoint exists, detach it otherwise."""
+        wanted = any(b.phase == "message_received" for b in self._breakpoints)
+        for h in self._handles.values():
+            attached = h.arrival_watch in h.runtime.runtime_hooks
+            if wanted and not attached:
+                h.runtime.add_hook(h.arrival_watch)
+            elif attached and not wanted:
+                h.runtime.remove_hook(h.arrival_watch)
 
     @property
     def breakpoints(self) -> list[Breakpoint]:
@@ -45,10 +56,12 @@ class BreakpointControl:
     def remove_breakpoint(self, bp: Breakpoint | int) -> None:
         bp_id = bp.id if isinstance(bp, Breakpoint) else bp
         self._breakpoints = [b for b in self._breakpoints if b.id != bp_id]
+        self._sync_arrival_watch()
         self._journal.emit(STATE, bp)
 
     def clear_breakpoints(self) -> None:
         self._breakpoints = []
+        self._sync_arrival_watch()
         self._journal.emit(STATE, None)
 
     def held(self) -> list[AgentHandle]:

@@ -36,7 +36,8 @@ class LabGate:
         self.hold: Hold | None = None
 
     # -- runtime hook phases ----------------------------------------------------
-    def on_message_received(self, ctx: Any) -> None:
+    def on_arrival(self, ctx: Any) -> None:
+        """Checks ``message_received`` breakpoints; attached through :class:`ArrivalWatch` only while one exists."""
         if not self.lab._breakpoints:
             return
         event = self._event("message_received", ctx.step, [ctx.message], [], [], 0.0)
@@ -108,3 +109,15 @@ class LabGate:
         hold = self.hold
         if hold is not None and not hold.future.done():
             hold.future.cancel()
+
+
+class ArrivalWatch:
+    """The ``on_message_received`` hook of one agent, attached only while a
+    ``message_received`` breakpoint exists: without it the runtime may hand
+    messages straight to the inbox (no listener hop)."""
+
+    def __init__(self, gate: LabGate) -> None:
+        self.gate = gate
+
+    def on_message_received(self, ctx: Any) -> None:
+        self.gate.on_arrival(ctx)

@@ -32,7 +32,7 @@ from converge.observability.metrics import MetricsCollector
 from converge.observability.tracing import InMemorySpanExporter, add_span_exporter, remove_span_exporter
 from converge.runtime import AgentRuntime, StepRecord
 from converge_lab._control import BreakpointControl
-from converge_lab._gate import LabGate
+from converge_lab._gate import ArrivalWatch, LabGate
 from converge_lab._journal import SPAN, STATE, Journal
 from converge_lab._sync import run_sync
 from converge_lab.breakpoints import Breakpoint, LabError
@@ -51,6 +51,7 @@ class AgentHandle:
         self.runtime = runtime
         self.name = name
         self.gate = LabGate(lab, self)
+        self.arrival_watch = ArrivalWatch(self.gate)
         self.cost_usd = 0.0
         self.tokens = 0
         self.errors = 0
@@ -232,6 +233,8 @@ class Lab(BreakpointControl):
         if any(h.name == handle.name for h in self._handles.values()):
             handle.name = f"{handle.name}-{agent.id[:4]}"
         runtime.add_hook(handle.gate)
+        if any(b.phase == "message_received" for b in self._breakpoints):
+            runtime.add_hook(handle.arrival_watch)
         for h in hooks:
             runtime.add_hook(h)
         identity = getattr(agent, "identity", None)

@@ -341,3 +341,17 @@ def test_breakpoint_description_uses_names():
     bp = Breakpoint(agent="ab" * 32, decision_type="SendMessage", cost_above=0.00025)
     assert "agent='alice'" in bp.describe(lambda i: "alice")
     assert "ab" * 32 in bp.describe()
+
+
+async def test_arrival_hook_is_attached_only_while_a_message_received_breakpoint_exists(lab):
+    a = FunctionAgent(lambda ag, m, t: [], name="a")
+    h = await lab.add(a)
+    assert h.arrival_watch not in h.runtime.runtime_hooks  # messages may go straight to the inbox
+    bp = lab.break_on(phase="message_received", payload_key="stop")
+    assert h.arrival_watch in h.runtime.runtime_hooks
+    late = await lab.add(FunctionAgent(lambda ag, m, t: [], name="late"))
+    assert late.arrival_watch in late.runtime.runtime_hooks
+    lab.remove_breakpoint(bp)
+    assert h.arrival_watch not in h.runtime.runtime_hooks and late.arrival_watch not in late.runtime.runtime_hooks
+    await lab.send(to="a", payload={"stop": 1})
+    await eventually(lambda: len(a.calls) == 1)  # no breakpoint any more: it runs on
