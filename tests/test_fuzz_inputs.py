@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,9 @@ from fuzz.targets import (  # noqa: E402
     TARGETS, WEBHOOK_NOW, WEBHOOK_SECRET, Finding, check_config, check_sidecar, check_webhook, cleanup,
 )
 
-FAST = settings(max_examples=250, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The suite's fuzzing is derandomized: the same inputs every run (a regression budget that cannot
+# flake); fuzz/run.py explores at random with a large budget.
+FAST = settings(max_examples=250, database=None, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -86,7 +87,7 @@ def test_tcp_server_keeps_serving_after_fuzzed_streams():
         writer.close()
         await writer.wait_closed()
 
-    @settings(max_examples=60, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=60, database=None, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
     @given(TARGETS["frames"].strategy(False))
     def run(data):
         loop.run_until_complete(exchange(data))
@@ -113,7 +114,7 @@ def test_webhook_connector_answers_401_or_202_and_keeps_accepting():
                                  secrets={"acme": WEBHOOK_SECRET}, clock=lambda: WEBHOOK_NOW)
     counter = iter(range(10**9))
 
-    @settings(max_examples=150, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=150, database=None, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
     @given(TARGETS["webhook"].strategy(False))
     def run(request):
         request = dict(request)
@@ -137,7 +138,7 @@ def test_llm_agent_keeps_deciding_whatever_the_model_says():
     agent = LLMAgent(Identity.generate(), ScriptedProvider(lambda messages: replies[-1]), retry_delays=())
     incoming = [Message(sender="peer", payload={"q": 1})]
 
-    @settings(max_examples=100, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=100, database=None, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
     @given(TARGETS["llm"].strategy(False))
     def run(text):
         replies.append(text)
@@ -151,22 +152,16 @@ def test_llm_agent_keeps_deciding_whatever_the_model_says():
         loop.close()
 
 
-# -- regression inputs found by fuzz/run.py ------------------------------------------
+# -- regression inputs found by fuzz/run.py (SECURITY.md, "Findings") --------------------
 def test_llm_parser_nesting_bomb_is_an_item_error():
-    try:
+    with pytest.raises(ItemError):
         decode_items("[" * 100_000)
-    except ItemError:
-        return
-    except RecursionError:
-        pytest.xfail("decode_items lets RecursionError escape (LLMAgent.adecide then raises); see SECURITY.md")
 
 
 def test_llm_agent_survives_a_nesting_bomb_answer():
+    """A prompt-injected answer nested 100k deep: ``adecide`` returns ``[]`` and reports, never raises."""
     agent = LLMAgent(Identity.generate(), ScriptedProvider(lambda messages: "[" * 100_000), retry_delays=())
-    try:
-        decisions = asyncio.run(agent.adecide([Message(sender="peer", payload={})], []))
-    except RecursionError:
-        pytest.xfail("LLMAgent.adecide raises RecursionError on a deeply nested answer (prompt injection); see SECURITY.md")
+    decisions = asyncio.run(agent.adecide([Message(sender="peer", payload={})], []))
     assert decisions == [] and agent.last_decide_error is not None
 
 
@@ -181,36 +176,41 @@ def test_llm_agent_survives_a_nesting_bomb_answer():
     ids=["run-yaml", "run-toml", "sidecar-toml", "sidecar-json"],
 )
 def test_config_nesting_bomb_is_a_config_error(loader, suffix, text):
-    check = check_config if loader == "run" else check_sidecar
+    """The check raises a Finding for anything but ``ConfigError`` (``RecursionError`` before the fix)."""
+    if loader == "run":
+        check_config((suffix, text, {}))
+    else:
+        check_sidecar((suffix, text))
+
+
+@pytest.mark.parametrize("value", ["²", "¹2", "+³"])
+def test_unicode_digit_look_alikes_are_config_errors(value):
+    """``str.isdigit`` accepts superscripts that ``int`` refuses: the loader raised a bare ValueError."""
+    from converge._config import validate
+    from converge.errors import ConfigError
+
     try:
-        check((suffix, text, {}) if loader == "run" else (suffix, text))
-    except Finding as finding:
-        assert "RecursionError" in finding.kind
-        pytest.xfail(f"the {loader} config loader lets RecursionError escape on {suffix} nesting instead of ConfigError; "
-                     "see SECURITY.md")
+        validate({"agents": (value, "environment variable CONVERGE_AGENTS")})
+    except ConfigError:
+        return
+    except ValueError as exc:
+        pytest.xfail(f"bare ValueError {exc} instead of ConfigError (_config._as_int uses isdigit); see SECURITY.md")
+    pytest.fail(f"{value!r} was accepted as a number of agents")
 
 
-def test_yaml_alias_bomb_gives_a_short_config_error():
+@pytest.mark.parametrize("levels", [5, 9])
+def test_yaml_alias_bomb_gives_a_short_config_error(levels):
+    """9 levels of 9-fold aliases: a 430-byte file whose repr would need gigabytes (the check bounds the message)."""
     lines = ["host:", '  - &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for i in range(1, 5):
+    for i in range(1, levels):
         lines.append(f"  - &b{i} [" + ",".join([f"*{'a' if i == 1 else f'b{i - 1}'}"] * 9) + "]")
-    t0 = time.monotonic()
-    try:
-        check_config((".yaml", "\n".join(lines) + "\n", {}))
-    except Finding as finding:
-        assert "unbounded repr" in finding.kind
-        pytest.xfail(f"{finding.problem}; 9 levels of aliases (430 bytes) would need gigabytes; see SECURITY.md")
-    assert time.monotonic() - t0 < 60
+    check_config((".yaml", "\n".join(lines) + "\n", {}))
 
 
 def test_webhook_event_id_with_a_lone_surrogate_is_a_security_error():
+    """A correctly signed request: the check raises a Finding unless it is a WebhookSecurityError (not HTTP 500)."""
     body = json.dumps({"event_id": "e\ud800"}).encode()
-    request = {"canonicalization": "raw_body", "provider": "acme", **_signed_request(body, WEBHOOK_NOW)}
-    try:
-        check_webhook(request)
-    except Finding as finding:
-        assert "ConfigError" in finding.kind
-        pytest.xfail("a signed request with a lone-surrogate event id raises ConfigError (HTTP 500); see SECURITY.md")
+    check_webhook({"canonicalization": "raw_body", "provider": "acme", **_signed_request(body, WEBHOOK_NOW)})
 
 
 def test_verify_of_a_deep_in_process_payload_returns_false():
@@ -219,17 +219,14 @@ def test_verify_of_a_deep_in_process_payload_returns_false():
     deep: dict = {"leaf": 1}
     for _ in range(2_000):
         deep = {"d": deep}
-    try:
-        assert Message(sender=alice.fingerprint, payload=deep, signature=b"x" * 64).verify(alice.public_key) is False
-    except RecursionError:
-        pytest.xfail("Message.verify raises RecursionError for payloads nested ~600+ deep; see SECURITY.md")
+    assert Message(sender=alice.fingerprint, payload=deep, signature=b"x" * 64).verify(alice.public_key) is False
 
 
 def test_hostile_strategies_are_generated_by_the_big_run():
     """fuzz/run.py uses hostile=True: nesting bombs and friends do appear in its inputs."""
     seen = set()
 
-    @settings(max_examples=300, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=300, database=None, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(TARGETS["llm"].strategy(True))
     def run(text):
         if text.startswith(("[" * 500, '{"a":' * 500)):
