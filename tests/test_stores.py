@@ -310,3 +310,34 @@ def test_corrupt_value_names_the_key_and_spares_the_rest(codec_backend: Backend,
     codec_backend.write_raw("bad", raw)
     s.delete("bad")
     assert s.get("bad") is None
+
+
+def test_compare_and_delete(backend: Backend) -> None:
+    s = backend.store
+    assert s.compare_and_delete("k", 1) is False  # absent
+    s.put("k", {"seen_at": 1.0})
+    assert s.compare_and_delete("k", {"seen_at": 2.0}) is False
+    assert s.get("k") == {"seen_at": 1.0}
+    assert s.compare_and_delete("k", {"seen_at": 1.0}) is True
+    assert s.get("k") is None and "k" not in s.list("")
+
+
+def test_concurrent_compare_and_delete_has_one_winner(backend: Backend) -> None:
+    import threading
+
+    s = backend.store
+    for round_no in range(5):
+        s.put("once", {"round": round_no})
+        wins: list[bool] = []
+        barrier = threading.Barrier(4)
+
+        def contend() -> None:
+            barrier.wait()
+            wins.append(s.compare_and_delete("once", {"round": round_no}))
+
+        threads = [threading.Thread(target=contend) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(wins) == [False, False, False, True]

@@ -54,5 +54,17 @@ class Store(ABC):
         self.put(key, value)
         return True
 
+    def compare_and_delete(self, key: str, expected: Any) -> bool:
+        """Delete ``key`` only if its current value equals ``expected``; True when deleted.
+
+        Backends override this to make it atomic (the built-in memory, file,
+        SQLite and Redis stores do); this default is a non-atomic read-compare-delete.
+        """
+        current = self.get(key)
+        if current is None or current != expected:
+            return False
+        self.delete(key)
+        return True
+
 
 __all__ = ["Store"]

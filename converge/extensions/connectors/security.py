@@ -247,8 +247,7 @@ class WebhookSecurity:
         Only our own record is removed; a newer record written by someone else is kept.
         """
         key = f"{DEDUPE_PREFIX}{provider}:{event_id}"
-        if self.store.get(key) == record:
-            self.store.delete(key)
+        self.store.compare_and_delete(key, record)
 
     def purge_expired(self, *, grace_sec: float | None = None) -> int:
         """Delete dedupe records older than ``ttl + grace`` (default grace: one ttl); return how many.
@@ -262,8 +261,8 @@ class WebhookSecurity:
         removed = 0
         for key in self.store.list(DEDUPE_PREFIX):
             value = self.store.get(key)
-            if value is not None and self._expired(value, now, limit) and self.store.get(key) == value:
-                self.store.delete(key)
+            # compare_and_delete: a record renewed meanwhile (compare_and_set) is never removed
+            if value is not None and self._expired(value, now, limit) and self.store.compare_and_delete(key, value):
                 removed += 1
         return removed
 

@@ -312,5 +312,18 @@ class FileStore(Store):
                     os.unlink(legacy)
             return True
 
+    def compare_and_delete(self, key: str, expected: Any) -> bool:
+        """Delete ``key`` if its current value equals ``expected`` (atomic like :meth:`compare_and_set`)."""
+        check_key(key)
+        with self._locked():
+            current = self._read(key)
+            if current is None or not values_equal(current, expected):
+                return False
+            for path in (self._path(key), self._legacy_path(key)):
+                if path is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+            return True
+
 
 __all__ = ["FileStore"]

@@ -59,6 +59,14 @@ class MemoryStore(Store):
             self._data[key] = value
             return True
 
+    def compare_and_delete(self, key: str, expected: Any) -> bool:
+        check_key(key)
+        with self._lock:
+            if key not in self._data or self._data[key] != expected:
+                return False
+            del self._data[key]
+            return True
+
     def __len__(self) -> int:
         return len(self._data)
 

@@ -166,5 +166,24 @@ class RedisStore(Store):
                     continue
         raise ConvergeError(f"compare_and_set on {key!r} lost {_MAX_CAS_ATTEMPTS} races in a row; giving up")
 
+    def compare_and_delete(self, key: str, expected: Any) -> bool:
+        """Delete ``key`` if its current value equals ``expected``; atomic through ``WATCH``/``MULTI``."""
+        check_key(key)
+        with self._client.pipeline(transaction=True) as pipe:
+            for _ in range(_MAX_CAS_ATTEMPTS):
+                try:
+                    pipe.watch(key)
+                    current = self._read(pipe, key)
+                    if current is None or not values_equal(current, expected):
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.delete(key)
+                    pipe.execute()
+                    return True
+                except self._watch_error:  # another writer got in between: read again
+                    continue
+        raise ConvergeError(f"compare_and_delete on {key!r} lost {_MAX_CAS_ATTEMPTS} races in a row; giving up")
+
 
 __all__ = ["RedisStore"]

@@ -206,6 +206,25 @@ class SQLiteStore(Store):
                     db.execute("ROLLBACK")
                 raise
 
+    def compare_and_delete(self, key: str, expected: Any) -> bool:
+        """Delete ``key`` if its current value equals ``expected``, in one ``BEGIN IMMEDIATE`` transaction."""
+        check_key(key)
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT value FROM store WHERE key = ?", (key,)).fetchone()
+                if row is None or not values_equal(codec.decode(row[0], key=key), expected):
+                    db.execute("ROLLBACK")
+                    return False
+                db.execute("DELETE FROM store WHERE key = ?", (key,))
+                db.execute("COMMIT")
+                return True
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._db().execute("SELECT COUNT(*) FROM store").fetchone()[0])

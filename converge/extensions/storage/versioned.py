@@ -75,5 +75,8 @@ class VersionedStore(Store):
     def compare_and_set(self, key: str, expected: Any, value: Any) -> bool:
         return self.store.compare_and_set(key, expected, value)
 
+    def compare_and_delete(self, key: str, expected: Any) -> bool:
+        return self.store.compare_and_delete(key, expected)
+
 
 __all__ = ["SCHEMA_VERSION_KEY", "VersionedStore"]
