@@ -220,8 +220,11 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        digits = value.strip().lstrip("+-")
+        # ASCII decimal digits only: isdigit() accepts superscripts int() refuses, and int() accepts "٣"
+        if digits.isascii() and digits.isdecimal():
+            return int(value.strip())
     return None
 
 

@@ -172,8 +172,6 @@ async def test_peer_that_stops_reading_gives_an_error_then_reconnects():
         listener.close()
 
 
-@pytest.mark.xfail(strict=True, reason="SECURITY.md item 15: _close_writer's grace timeout cancels the stream's shared "
-                   "close future, so stop() raises CancelledError after aborting")
 async def test_stop_returns_while_a_send_is_blocked():
     """``stop()`` aborts a connection whose buffer cannot drain; the blocked send gets a TransportError."""
     listener, route = _non_reading_peer()

@@ -52,7 +52,7 @@ from converge.network.transport._framing import (
     read_frame,
 )
 from converge.network.transport._queue import ReceiveQueue
-from converge.network.transport.base import DropReason, Transport
+from converge.network.transport.base import DropReason, Transport, _NotStartedError
 
 if TYPE_CHECKING:
     from converge.core.message import Message
@@ -90,23 +90,31 @@ _CLOSE_GRACE = 1.0
 """Seconds a closing connection may spend flushing its buffer before it is aborted."""
 
 
+class _Aborted(ConnectionAbortedError):
+    """A frame dropped because stop() aborted its connection (not retried)."""
+
+
 async def _close_writer(writer: asyncio.StreamWriter, *, abort: bool = False) -> None:
     """Close ``writer``; abort it (dropping unsent bytes) if it does not close within the grace period."""
     if abort:
         writer.transport.abort()
     else:
         writer.close()
+    # asyncio.wait, not asyncio.timeout: a timeout would cancel wait_closed(), and with it the stream's
+    # shared close future, so the wait after abort() would raise CancelledError into stop().
+    waiter = asyncio.ensure_future(writer.wait_closed())
     try:
-        try:
-            async with asyncio.timeout(_CLOSE_GRACE):
-                await writer.wait_closed()
-        except TimeoutError:
+        done, _ = await asyncio.wait({waiter}, timeout=_CLOSE_GRACE)
+        if not done:
             # The unsent buffer never flushes (the peer stopped reading): drop it.
             logger.info("TCP connection to %s did not close within %.1fs; aborted it", writer.get_extra_info("peername"), _CLOSE_GRACE)
             writer.transport.abort()
-            await writer.wait_closed()
+        await waiter
     except (ConnectionError, OSError, ssl.SSLError) as exc:  # the socket is gone either way
         logger.debug("error while closing a TCP connection: %r", exc)
+    finally:
+        if not waiter.done():  # we were cancelled ourselves: the waiter has no other owner
+            waiter.cancel()
 
 
 class TcpTransport(Transport):
@@ -164,6 +172,7 @@ class TcpTransport(Transport):
         self.pool: dict[tuple[str, int], _Connection] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._server_writers: set[asyncio.StreamWriter] = set()
+        self._stopped = False  # after stop(), send() refuses until start() again
 
     route_topic = staticmethod(tcp_topic)
 
@@ -184,11 +193,17 @@ class TcpTransport(Transport):
         """Listen on ``(host, port)``. Idempotent."""
         if self.server is not None:
             return
+        self._stopped = False
         self.server = await asyncio.start_server(self._serve_connection, self.host, self.port, ssl=self.ssl_context)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """Close the server, every accepted and pooled connection, and their tasks. Idempotent."""
+        """Close the server, every accepted and pooled connection, and their tasks. Idempotent.
+
+        A send blocked on a peer that does not read gets a :class:`TransportError`;
+        later sends raise until :meth:`start` is called again.
+        """
+        self._stopped = True
         server, self.server = self.server, None
         if server is not None:
             server.close()
@@ -268,6 +283,8 @@ class TcpTransport(Transport):
             TransportError: connecting or writing failed (``send_failed``); the
                 pooled connection is dropped, so the next send reconnects.
         """
+        if self._stopped:
+            raise _NotStartedError(f"TcpTransport {self.fingerprint!r} was stopped: call start() before send()")
         address = self._route(message)
         try:
             frame = encode_frame(message, self.max_frame_size)
@@ -297,6 +314,10 @@ class TcpTransport(Transport):
         try:
             conn.writer.write(frame)
             await self._drain(conn.writer)
+            if conn.retired:  # stop() aborted the connection while the frame was still buffered
+                raise _Aborted("the transport was stopped before the frame was flushed")
+        except _Aborted:
+            raise
         except ConnectionError:
             if not reused:
                 raise
