@@ -80,4 +80,26 @@ class ReceiveQueue(asyncio.Queue[T]):
             self._wakeup_next(getters)  # type: ignore[attr-defined]
 
 
-__all__ = ["ReceiveQueue"]
+async def receive_from(queue: asyncio.Queue[T], timeout: float | None) -> T:
+    """The next item of ``queue``, or :class:`TimeoutError` after ``timeout`` seconds (any asyncio queue)."""
+    if isinstance(queue, ReceiveQueue):
+        if not queue.empty():  # the common case under load: no coroutine for the wait
+            return queue.get_nowait()
+        return await queue.get_within(timeout)
+    if timeout is None:
+        return await queue.get()
+    if not queue.empty():
+        return queue.get_nowait()
+    async with asyncio.timeout(timeout):
+        return await queue.get()
+
+
+def install_sink(queue: asyncio.Queue[T], sink: Callable[[T], bool] | None) -> bool:
+    """Set ``queue``'s delivery sink (see :class:`ReceiveQueue`); False when the queue has no sink support."""
+    if not isinstance(queue, ReceiveQueue):
+        return False
+    queue.sink = sink
+    return True
+
+
+__all__ = ["ReceiveQueue", "install_sink", "receive_from"]

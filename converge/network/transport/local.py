@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from converge.core.topic import Topic
 from converge.errors import UndeliverableError
-from converge.network.transport._queue import ReceiveQueue
+from converge.network.transport._queue import ReceiveQueue, install_sink, receive_from
 from converge.network.transport.base import DropListener, DropReason, Transport, _NotStartedError, notify_all
 
 if TYPE_CHECKING:
@@ -344,11 +344,7 @@ class LocalTransport(Transport):
         Messages the sink declines (it returns False) are queued for :meth:`receive` as
         usual, so nothing is lost and order is kept. Returns True when installed.
         """
-        queue = self.queue
-        if not isinstance(queue, ReceiveQueue):
-            return False
-        queue.sink = sink
-        return True
+        return install_sink(self.queue, sink)
 
     async def receive(self, timeout: float | None = None) -> Message:
         """The next message for this agent.
@@ -359,17 +355,7 @@ class LocalTransport(Transport):
         """
         if not self._started:
             raise _NotStartedError(f"Transport not started: call start() on LocalTransport {self.agent_id!r} before receive()")
-        queue = self.queue
-        if isinstance(queue, ReceiveQueue):
-            if not queue.empty():  # the common case under load: no coroutine for the wait
-                return queue.get_nowait()
-            return await queue.get_within(timeout)
-        if timeout is None:
-            return await queue.get()
-        if not queue.empty():
-            return queue.get_nowait()
-        async with asyncio.timeout(timeout):
-            return await queue.get()
+        return await receive_from(self.queue, timeout)
 
     def _notify_external(self, message: Message | None, reason: str, detail: str) -> None:
         listeners = self.registry._drop_listeners

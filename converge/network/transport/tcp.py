@@ -51,7 +51,7 @@ from converge.network.transport._framing import (
     encode_frame,
     read_frame,
 )
-from converge.network.transport._queue import ReceiveQueue
+from converge.network.transport._queue import ReceiveQueue, install_sink, receive_from
 from converge.network.transport.base import DropReason, Transport, _NotStartedError
 
 if TYPE_CHECKING:
@@ -357,11 +357,7 @@ class TcpTransport(Transport):
         Messages the sink declines (it returns False) are queued for :meth:`receive` as
         usual, so nothing is lost and order is kept. Returns True when installed.
         """
-        queue = self.inbox
-        if not isinstance(queue, ReceiveQueue):
-            return False
-        queue.sink = sink
-        return True
+        return install_sink(self.inbox, sink)
 
     async def receive(self, timeout: float | None = None) -> Message:
         """The next message received on any connection.
@@ -369,17 +365,7 @@ class TcpTransport(Transport):
         Raises:
             TimeoutError: nothing arrived within ``timeout`` seconds.
         """
-        inbox = self.inbox
-        if isinstance(inbox, ReceiveQueue):
-            if not inbox.empty():  # the common case under load: no coroutine for the wait
-                return inbox.get_nowait()
-            return await inbox.get_within(timeout)
-        if timeout is None:
-            return await inbox.get()
-        if not inbox.empty():
-            return inbox.get_nowait()
-        async with asyncio.timeout(timeout):
-            return await inbox.get()
+        return await receive_from(self.inbox, timeout)
 
     def __repr__(self) -> str:
         state = "listening" if self.server is not None else "stopped"
