@@ -255,17 +255,10 @@ class SDKProvider:
         call = self._prepare(list(messages), dict(kwargs))
         client = self._sync_client()
         started = time.perf_counter()
-        error: BaseException | None = None
-        try:
+        translating = _Translating(self, call.model, client)
+        with translating:
             response = self._create(client, call)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            error = self._translate(exc, call.model, client)
-            if error is exc:
-                raise
-        if error is not None:
-            raise error  # outside the except block: only the redacted stand-in is chained
+        translating.reraise()
         text, n_in, n_out = self._parse(response, call)
         self._report(call.model, n_in, n_out, started)
         return text
@@ -275,17 +268,10 @@ class SDKProvider:
         call = self._prepare(list(messages), dict(kwargs))
         client = self._async_client()
         started = time.perf_counter()
-        error: BaseException | None = None
-        try:
+        translating = _Translating(self, call.model, client)
+        with translating:
             response = await self._acreate(client, call)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            error = self._translate(exc, call.model, client)
-            if error is exc:
-                raise
-        if error is not None:
-            raise error  # outside the except block: only the redacted stand-in is chained
+        translating.reraise()
         text, n_in, n_out = self._parse(response, call)
         self._report(call.model, n_in, n_out, started)
         return text
@@ -303,20 +289,14 @@ class SDKProvider:
         started = time.perf_counter()
         usage = [0, 0]
         stream = self._astream(client, call, usage)
-        error: BaseException | None = None
-        try:
-            async for piece in stream:
-                yield piece
-        except ProviderError:
-            raise
-        except Exception as exc:
-            error = self._translate(exc, call.model, client)
-            if error is exc:
-                raise
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        if error is not None:
-            raise error  # outside the except block: only the redacted stand-in is chained
+        translating = _Translating(self, call.model, client)
+        with translating:
+            try:
+                async for piece in stream:
+                    yield piece
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+        translating.reraise()
         self._report(call.model, usage[0], usage[1], started, streamed=True)
 
     def _close_client(self, client: Any, *, asynchronous: bool) -> Any:
@@ -340,6 +320,36 @@ class SDKProvider:
             if asyncio.iscoroutine(result):
                 await result
         await asyncio.to_thread(self.close)
+
+
+class _Translating:
+    """Turns an SDK exception inside the ``with`` block into our typed, redacted error.
+
+    The error is raised by :meth:`reraise`, *outside* any ``except`` block, so the
+    SDK exception (which may hold an echoed key) is neither its cause nor its context.
+    ``ProviderError`` and non-``Exception`` exits (cancellation, generator close) pass through.
+    """
+
+    def __init__(self, provider: Any, model: str, client: Any) -> None:
+        self._provider, self._model, self._client = provider, model, client
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> _Translating:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, ProviderError) or not isinstance(exc, Exception):
+            return False
+        error = self._provider._translate(exc, self._model, self._client)
+        if error is exc:
+            return False
+        self._error = error
+        return True  # suppressed here; reraise() raises the redacted error
+
+    def reraise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 __all__: list[str] = []
